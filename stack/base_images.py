@@ -1,0 +1,183 @@
+"""Base images: the official ones when a registry answers, our own Debian builds when not.
+
+The Dockerfiles take their base image as a build argument that defaults to the official
+image. On a machine with no registry the pull fails; then we build an equivalent base from
+Debian's packages with debootstrap, under our own name (never re-tagged as the official
+one), once per machine: the image carries a label with the hash of its recipe, so a
+changed recipe builds again and an unchanged one is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker.errors
+from filelock import FileLock
+
+from stack.docker_client import client, image_exists
+
+log = logging.getLogger(__name__)
+
+RECIPE_LABEL = "io.websocket-gateway.base-recipe"
+DEBIAN_MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
+# sid is the first suite with NGINX >= 1.27.3 (the upstream `resolve` parameter) and a
+# Python >= 3.11; trixie's NGINX is 1.26 and bookworm's 1.22.
+DEBIAN_SUITE = os.environ.get("DEBIAN_SUITE", "sid")
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    """One base image: the official reference and the Debian recipe that replaces it."""
+
+    role: str  # "python" or "nginx"
+    official: str  # what the Dockerfile's BASE_IMAGE defaults to
+    env_override: str  # environment variable that names another base image
+    packages: tuple[str, ...]  # Debian packages of the equivalent image
+    version_check: tuple[str, ...]  # a command whose success proves the version floor
+
+    @property
+    def recipe(self) -> str:
+        text = "\n".join([DEBIAN_SUITE, DEBIAN_MIRROR, *self.packages, *self.version_check])
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @property
+    def own_tag(self) -> str:
+        return f"websocket-gateway/base-{self.role}:debian-{DEBIAN_SUITE}"
+
+
+PYTHON = BaseImage(
+    role="python",
+    official="python:3.14-slim",
+    env_override="PYTHON_BASE_IMAGE",
+    # python3-venv brings ensurepip, so `python3 -m venv` gives a pip as in the official image.
+    packages=("python3", "python3-venv", "ca-certificates"),
+    version_check=("python3", "-c", "import sys; assert sys.version_info >= (3, 11)"),
+)
+NGINX = BaseImage(
+    role="nginx",
+    official="nginx:1.30",
+    env_override="NGINX_BASE_IMAGE",
+    # gettext-base gives envsubst and curl the health check, as in the official image.
+    packages=("nginx", "gettext-base", "curl", "ca-certificates"),
+    version_check=(
+        "sh",
+        "-c",
+        "v=$(nginx -v 2>&1 | sed 's|.*/||'); "
+        'dpkg --compare-versions "$v" ge 1.27.3 || { echo "nginx $v < 1.27.3" >&2; exit 1; }',
+    ),
+)
+ALL = (PYTHON, NGINX)
+
+
+def lock(name: str) -> FileLock:
+    """A machine-wide lock, so parallel workers and commands build a thing once."""
+    directory = Path(tempfile.gettempdir()) / "websocket-gateway-locks"
+    directory.mkdir(exist_ok=True)
+    return FileLock(str(directory / f"{name}.lock"))
+
+
+def _pull(reference: str) -> bool:
+    try:
+        client().images.pull(reference)
+    except docker.errors.APIError as e:
+        log.info("cannot pull %s: %s", reference, e.explanation or e)
+        return False
+    return True
+
+
+def resolve(base: BaseImage) -> str:
+    """Return the base image to build on, building our own Debian one if need be.
+
+    An explicit ``PYTHON_BASE_IMAGE``/``NGINX_BASE_IMAGE`` wins and must be present or
+    pullable; otherwise the official image; otherwise ours.
+    """
+    wanted = os.environ.get(base.env_override)
+    if wanted:
+        if image_exists(wanted) or _pull(wanted):
+            return wanted
+        raise RuntimeError(
+            f"{base.env_override}={wanted!r}: image not present and cannot be pulled"
+        )
+    with lock(f"base-{base.role}"):
+        if image_exists(base.official) or _pull(base.official):
+            return base.official
+        if _current(base):
+            return base.own_tag
+        build(base)
+        return base.own_tag
+
+
+def _current(base: BaseImage) -> bool:
+    try:
+        image = client().images.get(base.own_tag)
+    except docker.errors.ImageNotFound:
+        return False
+    return image.labels.get(RECIPE_LABEL) == base.recipe
+
+
+def build(base: BaseImage) -> None:
+    """Build ``base.own_tag`` from Debian packages with debootstrap; print how long it took."""
+    debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
+    if not Path(debootstrap).exists():
+        raise RuntimeError(
+            "no registry answered and debootstrap is missing: install it (apt-get install "
+            "debootstrap) or set " + base.env_override + " to a base image you have"
+        )
+    started = time.monotonic()
+    print(f"building base image {base.own_tag} from Debian {DEBIAN_SUITE} ...", flush=True)
+    with tempfile.TemporaryDirectory(prefix=f"wsgw-base-{base.role}-") as tmp:
+        root = Path(tmp) / "root"
+        subprocess.run(
+            [
+                debootstrap,
+                "--variant=minbase",
+                "--include=" + ",".join(base.packages),
+                DEBIAN_SUITE,
+                str(root),
+                DEBIAN_MIRROR,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        subprocess.run(["chroot", str(root), *base.version_check], check=True)
+        _slim(root)
+        tarball = Path(tmp) / "root.tar"
+        subprocess.run(
+            ["tar", "-C", str(root), "--numeric-owner", "-cf", str(tarball), "."], check=True
+        )
+        repository, tag = base.own_tag.rsplit(":", 1)
+        client().api.import_image(
+            src=str(tarball),
+            repository=repository,
+            tag=tag,
+            changes=[
+                "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "ENV LANG=C.UTF-8",
+                f"LABEL {RECIPE_LABEL}={base.recipe}",
+                f'LABEL org.opencontainers.image.description="Debian {DEBIAN_SUITE} '
+                f'minbase with {" ".join(base.packages)}, built by websocket-gateway"',
+                'CMD ["bash"]',
+            ],
+        )
+    print(f"built {base.own_tag} in {time.monotonic() - started:.0f} s", flush=True)
+
+
+def _slim(root: Path) -> None:
+    """Drop what an image never needs: package caches and lists, documentation."""
+    for sub in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man"):
+        path = root / sub
+        if path.is_dir():
+            for child in path.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                elif child.name != "lock":
+                    child.unlink()

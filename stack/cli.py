@@ -1,0 +1,104 @@
+"""python -m stack: run the gateway's deployables by hand.
+
+python -m stack images            build (or find) both images, print their tags
+python -m stack up [--name N]     start a stack and leave it running; prints its URLs
+python -m stack status            list the stacks on this machine
+python -m stack logs N [server|nginx]
+python -m stack down [N | --all]  remove a stack (or every stack)
+python -m stack compose-env       shell exports that make `docker compose` build offline
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from testcontainers.core.config import testcontainers_config
+
+from stack import gateway, images
+from stack.docker_client import client
+
+
+def _images(args: argparse.Namespace) -> int:
+    for name, tag in images.ensure_all().items():
+        print(f"{name}: {tag}")
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    # A stack started by hand outlives this process: no reaper may take it down.
+    testcontainers_config.ryuk_disabled = True
+    stack = gateway.GatewayStack.up(args.name)
+    print(f"stack {stack.name} is up")
+    print(f"  through NGINX:  {stack.url}")
+    print(f"  NGINX health:   {stack.http}/healthz")
+    print(f"  server direct:  {stack.server_url}   (metrics: {stack.server_http}/metrics)")
+    print(f"  stop it with:   python -m stack down {stack.name}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    names = gateway.stack_names()
+    if not names:
+        print("no stacks running")
+    for name in names:
+        containers = client().containers.list(
+            all=True, filters={"label": f"{gateway.LABEL}={name}"}
+        )
+        states = ", ".join(f"{c.name}={c.status}" for c in containers)
+        print(f"{name}: {states}")
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    for role in [args.role] if args.role else ["server", "nginx"]:
+        for c in client().containers.list(
+            all=True,
+            filters={"label": f"{gateway.LABEL}={args.name}", "name": f"{args.name}-{role}"},
+        ):
+            print(f"==> {c.name} <==")
+            print(c.logs().decode(errors="replace"), end="")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    if not args.name and not args.all:
+        print("name a stack or pass --all (see: python -m stack status)", file=sys.stderr)
+        return 2
+    removed = gateway.remove_all(None if args.all else args.name)
+    print(f"removed {removed} container(s)")
+    return 0
+
+
+def _compose_env(args: argparse.Namespace) -> int:
+    for key, value in images.env_for_compose().items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m stack", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("images", help="build (or find) both images").set_defaults(run=_images)
+    up = sub.add_parser("up", help="start a stack and leave it running")
+    up.add_argument("--name", help="stack name (default: wsgw-<random>)")
+    up.set_defaults(run=_up)
+    sub.add_parser("status", help="list the stacks on this machine").set_defaults(run=_status)
+    logs = sub.add_parser("logs", help="print a stack's container logs")
+    logs.add_argument("name")
+    logs.add_argument("role", nargs="?", choices=["server", "nginx"])
+    logs.set_defaults(run=_logs)
+    down = sub.add_parser("down", help="remove a stack")
+    down.add_argument("name", nargs="?")
+    down.add_argument("--all", action="store_true", help="remove every stack on this machine")
+    down.set_defaults(run=_down)
+    sub.add_parser(
+        "compose-env", help="exports for an offline `docker compose build`"
+    ).set_defaults(run=_compose_env)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.run(args)

@@ -1,0 +1,253 @@
+"""A private copy of the gateway: server and NGINX on their own networks, as in compose.
+
+    with GatewayStack.up("wsgw-demo") as stack:
+        stack.url            # ws://127.0.0.1:<port>/ws, through NGINX
+        stack.server_url     # ws://<server ip>:3000/ws, straight to the server
+        stack.server.restart()
+
+Everything a stack creates carries the label ``io.websocket-gateway.stack=<name>`` and is
+removed by ``down()``, which ``with`` calls even when the body fails.
+"""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker.errors
+from testcontainers.core.config import testcontainers_config
+from testcontainers.core.network import Network
+from websockets.sync.client import connect
+
+from stack import compose_file, images
+from stack.containers import Service
+from stack.docker_client import client, image_exists
+from stack.waits import http_ok, until
+
+LABEL = "io.websocket-gateway.stack"
+NGINX_PORT = 8080
+NGINX_TLS_PORT = 8443
+SERVER_PORT = 3000
+
+
+def _switch_off_ryuk_without_its_image() -> None:
+    """Ryuk reaps leftovers, but its image cannot be pulled everywhere; our teardown suffices."""
+    if testcontainers_config.ryuk_disabled:
+        return
+    ryuk = testcontainers_config.ryuk_image
+    if not image_exists(ryuk):
+        try:
+            client().images.pull(ryuk)
+        except docker.errors.APIError:
+            testcontainers_config.ryuk_disabled = True
+
+
+@dataclass
+class StackOptions:
+    """What a stack may change from the compose defaults."""
+
+    server_env: dict[str, str] = field(default_factory=dict)
+    nginx_env: dict[str, str] = field(default_factory=dict)
+    tls_dir: Path | None = None  # holds tls.crt and tls.key: NGINX then serves wss:// too
+
+
+class GatewayStack:
+    """Server and NGINX started from the current code, on networks of their own."""
+
+    def __init__(self, name: str, options: StackOptions | None = None) -> None:
+        self.name = name
+        self.options = options or StackOptions()
+        self.labels = {LABEL: name}
+        self.edge = self._network("edge", internal=False)
+        self.backend = self._network("backend", internal=True)
+        self.server: Service | None = None
+        self.nginx: Service | None = None
+        self._images: dict[str, str] = {}
+        self._server_generation = 0
+
+    @classmethod
+    def unique_name(cls, prefix: str = "wsgw") -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+    @classmethod
+    def up(cls, name: str | None = None, options: StackOptions | None = None) -> GatewayStack:
+        """Build what changed, start both containers, wait until an echo goes through."""
+        stack = cls(name or cls.unique_name(), options)
+        try:
+            stack.start()
+        except BaseException:
+            stack.down()
+            raise
+        return stack
+
+    def __enter__(self) -> GatewayStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        _switch_off_ryuk_without_its_image()
+        self._images = images.ensure_all()
+        self.edge.create()
+        self.backend.create()
+        self.server = self._start_server()
+        self.nginx = self._start_nginx()
+        self.wait_ready()
+
+    def down(self) -> None:
+        """Remove the containers and networks of this stack; safe to call twice."""
+        for service in (self.nginx, self.server):
+            if service is not None:
+                service.remove()
+        # Containers started outside our handles (a replaced server) carry the label too.
+        for container in client().containers.list(
+            all=True, filters={"label": f"{LABEL}={self.name}"}
+        ):
+            with suppress(docker.errors.NotFound):
+                container.remove(force=True, v=True)
+        for network in (self.edge, self.backend):
+            with suppress(docker.errors.NotFound, AssertionError):
+                network.remove()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Wait until the server is ready and an echo goes through NGINX."""
+        http_ok(f"{self.server_http}/readyz", f"{self.name}: server ready", timeout)
+        http_ok(f"{self.http}/healthz", f"{self.name}: nginx healthy", timeout)
+        until(
+            lambda: self.echo_once(self.url),
+            f"{self.name}: echo through nginx",
+            timeout,
+            errors=(OSError, TimeoutError, Exception),
+        )
+
+    @staticmethod
+    def echo_once(url: str, payload: str = "stack-ready") -> bool:
+        with connect(url, open_timeout=3, close_timeout=1) as ws:
+            ws.send(payload)
+            return ws.recv(timeout=3) == payload
+
+    # ---- addresses -------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        """Host port of NGINX's 8080, published on 127.0.0.1."""
+        return self.nginx.host_port(NGINX_PORT)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def tls_url(self) -> str:
+        return f"wss://127.0.0.1:{self.nginx.host_port(NGINX_TLS_PORT)}/ws"
+
+    @property
+    def server_ip(self) -> str:
+        return self.server.ip(self.backend)
+
+    @property
+    def server_url(self) -> str:
+        return f"ws://{self.server_ip}:{SERVER_PORT}/ws"
+
+    @property
+    def server_http(self) -> str:
+        return f"http://{self.server_ip}:{SERVER_PORT}"
+
+    # ---- parts -----------------------------------------------------------------------------
+    def _network(self, role: str, internal: bool) -> Network:
+        network = Network(docker_network_kw={"internal": internal, "labels": dict(self.labels)})
+        network.name = f"{self.name}-{role}"
+        return network
+
+    def _start_server(self) -> Service:
+        self._server_generation += 1
+        suffix = "" if self._server_generation == 1 else f"-{self._server_generation}"
+        env = {**compose_file.environment("server"), **self.options.server_env}
+        return Service.start(
+            "server",
+            self._images["server"],
+            f"{self.name}-server{suffix}",
+            self.backend,
+            ["server"],
+            env,
+            self.labels,
+            **compose_file.runtime_kwargs("server"),
+        )
+
+    def _start_nginx(self) -> Service:
+        env = {
+            **compose_file.environment("nginx"),
+            # Reached by the test stack's own name too, from probes on its networks.
+            "SERVER_NAMES": "localhost 127.0.0.1 nginx",
+            **self.options.nginx_env,
+        }
+        ports = {NGINX_PORT: ("127.0.0.1", None)}
+        volumes = {}
+        if self.options.tls_dir is not None:
+            ports[NGINX_TLS_PORT] = ("127.0.0.1", None)
+            volumes[str(self.options.tls_dir)] = "/etc/nginx/tls"
+        nginx = Service.start(
+            "nginx",
+            self._images["nginx"],
+            f"{self.name}-nginx",
+            self.edge,
+            ["nginx"],
+            env,
+            self.labels,
+            ports=ports,
+            volumes=volumes,
+            **compose_file.runtime_kwargs("nginx"),
+        )
+        # docker API 1.41 attaches one network at creation; the backend comes right after.
+        self.backend.connect(nginx.docker.id, ["nginx"])
+        return nginx
+
+    def replace_server(self) -> Service:
+        """Start a new server container (a new address), then remove the old one."""
+        old = self.server
+        self.server = self._start_server()
+        http_ok(f"{self.server_http}/readyz", f"{self.name}: new server ready")
+        old.remove()
+        return self.server
+
+    def disconnect_server(self) -> None:
+        """Cut the server off the backend network: NGINX and the server no longer see each other."""
+        self.backend._unwrap_network.disconnect(self.server.docker.id, force=True)
+
+    def connect_server(self) -> None:
+        self.backend.connect(self.server.docker.id, ["server"])
+
+    def reload_nginx(self) -> tuple[int, str]:
+        """Ask NGINX to re-read its rendered configuration (graceful: old workers drain)."""
+        return self.nginx.exec(["nginx", "-c", "/tmp/nginx/nginx.conf", "-s", "reload"])
+
+
+def remove_all(name: str | None = None) -> int:
+    """Remove every container and network of stack ``name`` (of every stack if None)."""
+    selector = f"{LABEL}={name}" if name else LABEL
+    removed = 0
+    for container in client().containers.list(all=True, filters={"label": selector}):
+        with suppress(docker.errors.NotFound):
+            container.remove(force=True, v=True)
+            removed += 1
+    for network in client().networks.list(filters={"label": selector}):
+        with suppress(docker.errors.NotFound, docker.errors.APIError):
+            network.remove()
+    return removed
+
+
+def stack_names() -> list[str]:
+    """Names of the stacks that have containers on this machine."""
+    return sorted(
+        {c.labels[LABEL] for c in client().containers.list(all=True, filters={"label": LABEL})}
+    )
+
+
+__all__ = ["GatewayStack", "StackOptions", "remove_all", "stack_names"]

@@ -1,0 +1,98 @@
+"""The two application images, each tagged by a hash of its build context.
+
+Unchanged code is never rebuilt: the tag is ``websocket-gateway/<name>:<hash>``, where the
+hash covers every file the build sees (after .dockerignore), the base image's id and the
+build arguments. Parallel pytest workers share one build through a file lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from docker.utils.build import exclude_paths
+from testcontainers.core.image import DockerImage
+
+from stack import base_images, wheelhouse
+from stack.base_images import BaseImage
+from stack.docker_client import client, image_exists
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class AppImage:
+    """One deployable: its build context and the base image it builds on."""
+
+    name: str
+    context: Path
+    base: BaseImage
+
+
+SERVER = AppImage("server", ROOT / "server", base_images.PYTHON)
+NGINX = AppImage("nginx", ROOT / "nginx", base_images.NGINX)
+
+
+def context_digest(context: Path, extra: str = "") -> str:
+    """Hash of every file the Docker build of ``context`` sees, plus ``extra``."""
+    ignore = context / ".dockerignore"
+    patterns = [
+        line.strip()
+        for line in (ignore.read_text().splitlines() if ignore.exists() else [])
+        if line.strip() and not line.startswith("#")
+    ]
+    digest = hashlib.sha256(extra.encode())
+    for relative in sorted(exclude_paths(str(context), patterns)):
+        path = context / relative
+        if path.is_file():
+            digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def build_args(app: AppImage, base_ref: str) -> dict[str, str]:
+    """The build arguments for ``app`` on ``base_ref``; offline bases install from wheels."""
+    args = {"BASE_IMAGE": base_ref}
+    if app is SERVER:
+        args["WHEELS_ONLY"] = "1" if base_ref == app.base.own_tag else "0"
+    return args
+
+
+def ensure(app: AppImage) -> str:
+    """Return the tag of ``app``'s image for the current code, building it if need be."""
+    base_ref = base_images.resolve(app.base)
+    args = build_args(app, base_ref)
+    if args.get("WHEELS_ONLY") == "1":
+        with base_images.lock("wheelhouse"):
+            wheelhouse.prepare(base_ref, app.context / "requirements.txt", app.context / "wheels")
+    base_id = client().images.get(base_ref).id
+    digest = context_digest(app.context, base_id + repr(sorted(args.items())))
+    tag = f"websocket-gateway/{app.name}:{digest}"
+    with base_images.lock(f"image-{app.name}"):
+        if not image_exists(tag):
+            started = time.monotonic()
+            print(f"building {tag} on {base_ref} ...", flush=True)
+            DockerImage(str(app.context), tag=tag, clean_up=False, buildargs=args, rm=True).build()
+            print(f"built {tag} in {time.monotonic() - started:.0f} s", flush=True)
+    return tag
+
+
+def ensure_all() -> dict[str, str]:
+    """Build (or find) both images; return {"server": tag, "nginx": tag}."""
+    return {app.name: ensure(app) for app in (SERVER, NGINX)}
+
+
+def env_for_compose() -> dict[str, str]:
+    """Environment that makes ``docker compose build`` use the same base images and wheels."""
+    env = {}
+    for app in (SERVER, NGINX):
+        base_ref = base_images.resolve(app.base)
+        env[app.base.env_override] = base_ref
+        if app is SERVER:
+            env["WHEELS_ONLY"] = build_args(app, base_ref)["WHEELS_ONLY"]
+            if env["WHEELS_ONLY"] == "1":
+                wheelhouse.prepare(
+                    base_ref, app.context / "requirements.txt", app.context / "wheels"
+                )
+    return env
