@@ -1,0 +1,143 @@
+"""``python -m server``: read the configuration, configure logging, serve until a signal.
+
+Exit status: 0 after a graceful shutdown (SIGTERM or SIGINT), 2 for a bad configuration
+(one line on stderr, nothing bound), 1 if the server cannot start (e.g. the port is taken)
+or a worker process failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping
+
+from .app import Gateway
+from .config import Config, ConfigError
+from .logs import configure_logging, log_event
+
+logger = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def main(environ: Mapping[str, str] | None = None) -> int:
+    try:
+        config = Config.from_env(os.environ if environ is None else environ)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    configure_logging(config.log_format, config.log_level)
+    if config.workers > 1:
+        return supervise(config)
+    return serve_process(config)
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop factory for WS_EVENT_LOOP: uvloop if chosen or (auto) installed."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is installed where tests run
+        if choice == "uvloop":
+            raise
+        return None
+    return uvloop.new_event_loop
+
+
+def serve_process(config: Config, worker: int = 0) -> int:
+    """Run one gateway in this process until SIGTERM/SIGINT; return the exit status."""
+    with asyncio.Runner(loop_factory=loop_factory(config.event_loop)) as runner:
+        return runner.run(_serve(config, worker))
+
+
+async def _serve(config: Config, worker: int) -> int:
+    gateway = Gateway(config, worker=worker)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, gateway.request_stop, "SIGTERM")
+    loop.add_signal_handler(
+        signal.SIGINT, functools.partial(gateway.request_stop, "SIGINT", force_if_repeated=True)
+    )
+    try:
+        await gateway.start()
+    except OSError as exc:
+        log_event(
+            logger,
+            logging.ERROR,
+            "server_failed",
+            host=config.host,
+            port=config.port,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        return 1
+    await gateway.serve_until_stopped()
+    return 0
+
+
+def _worker_main(config: Config, worker: int) -> None:  # pragma: no cover - runs in a child
+    os.setpgid(0, 0)  # signals reach workers only through the supervisor
+    configure_logging(config.log_format, config.log_level)
+    sys.exit(serve_process(config, worker))
+
+
+def supervise(config: Config) -> int:
+    """Run ``config.workers`` processes sharing the port (SO_REUSEPORT); relay stop signals.
+
+    The kernel spreads new connections over the workers. Each worker has its own metrics
+    and limits (``WS_MAX_CONNECTIONS`` is per worker).
+    """
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_worker_main, args=(config, n), name=f"gateway-worker-{n}")
+        for n in range(config.workers)
+    ]
+    stopping = False
+
+    def relay(signum: int, _frame: object = None) -> None:
+        nonlocal stopping
+        stopping = True
+        for process in workers:
+            if process.pid is not None and process.exitcode is None:
+                os.kill(process.pid, signum)
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, relay)
+    for process in workers:
+        process.start()
+    log_event(
+        logger,
+        logging.INFO,
+        "supervisor_started",
+        workers=config.workers,
+        pids=[p.pid for p in workers],
+    )
+    status = 0
+    pending = {process.sentinel: process for process in workers}
+    while pending:
+        for sentinel in multiprocessing.connection.wait(list(pending)):
+            process = pending.pop(sentinel)  # type: ignore[call-overload]
+            process.join()
+            if process.exitcode != 0:
+                status = 1
+                log_event(
+                    logger,
+                    logging.ERROR,
+                    "worker_failed",
+                    worker=process.name,
+                    pid=process.pid,
+                    exitcode=process.exitcode,
+                )
+                if not stopping:
+                    relay(signal.SIGTERM)
+    log_event(logger, logging.INFO, "supervisor_stopped", status=status)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

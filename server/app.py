@@ -1,0 +1,502 @@
+"""The echo gateway: accept WebSocket connections, echo every message, shut down gracefully.
+
+In-process use (tests, embedding)::
+
+    gateway = Gateway(Config.from_env({"WS_PORT": "0", "WS_HOST": "127.0.0.1"}))
+    await gateway.start()          # bound; gateway.url is ws://127.0.0.1:<port>/ws
+    ...
+    await gateway.shutdown()       # drain: 503 on /readyz, close with 1001, stop listening
+
+or ``await run(config, stop_event)``, which serves until ``stop_event`` is set, then drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import platform
+from bisect import bisect_left
+from typing import Any
+
+import websockets
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+from websockets.protocol import CLOSED, OPEN
+from websockets.server import ServerProtocol
+
+from .config import Config
+from .http import HttpEndpoints
+from .logs import log_event, preview
+from .metrics import SIZE_BUCKETS, Metrics
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_REASON = "server shutting down"
+RATE_LIMIT_REASON = "message rate limit exceeded"
+HEARTBEAT_REASON = "keepalive ping timeout"
+# Close codes of an orderly end: logged at INFO and not counted as errors.
+NORMAL_CLOSE_CODES = frozenset({CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, 1005})
+# Error kind (ws_errors_total{kind}) of a close the server or the network caused.
+ERROR_KINDS = {
+    CloseCode.ABNORMAL_CLOSURE: "abnormal_closure",
+    CloseCode.PROTOCOL_ERROR: "protocol_error",
+    CloseCode.INVALID_DATA: "invalid_data",
+    CloseCode.POLICY_VIOLATION: "policy_violation",
+    CloseCode.MESSAGE_TOO_BIG: "message_too_big",
+    CloseCode.INTERNAL_ERROR: "internal_error",
+}
+
+
+class GatewayConnection(ServerConnection):
+    """A server connection that carries what the gateway logs and counts about it."""
+
+    def __init__(
+        self, protocol: ServerProtocol, server: Server, *, gateway: Gateway, **kwargs: Any
+    ):
+        super().__init__(protocol, server, **kwargs)
+        self.gateway = gateway
+        self.conn_id: str = self.id.hex[:8]
+        self.peer_ip: str | None = None
+        self.peer: str | None = None
+        self.client: str | None = None
+        self.request_id: str | None = None
+        self.path = ""
+        self.answered = False  # an HTTP response other than 101 was chosen and logged
+        self.has_slot = False  # counted in ws_connections_active
+        self.drop_reason: str | None = None  # why the server ended it, when not obvious
+        self.opened_at = 0.0
+        self.msgs_in = self.msgs_out = self.bytes_in = self.bytes_out = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and peer:
+            self.peer_ip = str(peer[0])
+            self.client = self.peer_ip
+            self.peer = f"[{peer[0]}]:{peer[1]}" if ":" in self.peer_ip else f"{peer[0]}:{peer[1]}"
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        # Every TCP connection ends here exactly once, whatever happened before: the one
+        # place where a slot can be released without ever leaking it.
+        if self.has_slot:
+            self.has_slot = False
+            self.gateway.metrics.connections_active -= 1
+
+    async def handshake(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().handshake(*args, **kwargs)
+        except asyncio.CancelledError:
+            if self.request is None:
+                self.gateway.no_request(self, "TimeoutError: no HTTP request in time")
+            raise
+        if self.request is None:
+            exc = self.protocol.handshake_exc
+            self.gateway.no_request(self, f"{type(exc).__name__}: {exc}" if exc else None)
+
+
+def close_info(connection: ServerConnection) -> tuple[int, str, str]:
+    """``(code, reason, closed_by)`` of a closed connection, from the server's point of view.
+
+    ``closed_by`` is ``server`` when the server sent the first close frame (its code is the
+    verdict: 1001 shutdown, 1002/1007/1009 bad input, 1008 rate limit, 1011 heartbeat),
+    ``client`` when the client did, ``network`` when nobody did (1006).
+    """
+    protocol = connection.protocol
+    rcvd, sent = protocol.close_rcvd, protocol.close_sent
+    if sent is not None and (rcvd is None or not protocol.close_rcvd_then_sent):
+        return sent.code, sent.reason, "server"
+    if rcvd is not None:
+        return rcvd.code, rcvd.reason, "client"
+    return CloseCode.ABNORMAL_CLOSURE, "", "network"
+
+
+class Gateway:
+    """One echo server: a websockets ``Server`` plus metrics, admission and graceful shutdown."""
+
+    def __init__(self, config: Config, *, worker: int = 0) -> None:
+        self.config = config
+        self.worker = worker
+        self.metrics = Metrics(max_connections=config.max_connections, worker=worker)
+        self.http = HttpEndpoints(self)
+        self.connections: set[GatewayConnection] = set()  # connections whose handler runs
+        self.server: Server | None = None
+        self._stop_requested = asyncio.Event()
+        self._shutdown_task: asyncio.Task[None] | None = None
+
+    # Lifecycle
+
+    @property
+    def draining(self) -> bool:
+        return self.metrics.draining
+
+    async def start(self) -> None:
+        """Bind and start accepting connections."""
+        config = self.config
+        extra: dict[str, Any] = {"reuse_port": True} if config.workers > 1 else {}
+        self.server = await serve(
+            self._handle,
+            config.host,
+            config.port,
+            process_request=self.http.process_request,
+            process_response=self.http.process_response,
+            create_connection=functools.partial(GatewayConnection, gateway=self),  # type: ignore[arg-type]
+            compression="deflate" if config.compression else None,
+            max_size=config.max_size,
+            # The heartbeat is ours (see _heartbeat): the library's keepalive waits on a full
+            # write buffer forever, so it would never drop a peer that stopped reading.
+            ping_interval=None,
+            close_timeout=config.close_timeout,
+            server_header=f"websocket-gateway websockets/{websockets.__version__}",
+            **extra,
+        )
+        loop = asyncio.get_running_loop()
+        log_event(
+            logger,
+            logging.INFO,
+            "server_started",
+            url=self.url,
+            pid=os.getpid(),
+            worker=self.worker,
+            event_loop=type(loop).__module__.split(".")[0],
+            python=platform.python_version(),
+            websockets=websockets.__version__,
+            config=config.summary(),
+        )
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None, "call start() first"
+        return int(self.server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port/ws`` of the bound socket (usable by a client)."""
+        assert self.server is not None, "call start() first"
+        host = self.server.sockets[0].getsockname()[0]
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"ws://{host}:{self.port}/ws"
+
+    def request_stop(self, reason: str = "requested", *, force_if_repeated: bool = False) -> None:
+        """Ask :meth:`serve_until_stopped` to drain.
+
+        A repeated request is ignored, unless ``force_if_repeated`` (a second Ctrl+C): then
+        the connections still open are dropped at once.
+        """
+        if not self._stop_requested.is_set():
+            log_event(logger, logging.INFO, "stop_requested", reason=reason)
+            self._stop_requested.set()
+        elif force_if_repeated:
+            log_event(logger, logging.WARNING, "stop_forced", reason=reason)
+            self._abort_all()
+
+    async def serve_until_stopped(self) -> None:
+        """Serve until :meth:`request_stop`, then drain and return."""
+        await self._stop_requested.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Drain and stop; idempotent; returns within ``shutdown_timeout`` whatever peers do."""
+        if self._shutdown_task is None:
+            self._stop_requested.set()
+            self._shutdown_task = asyncio.get_running_loop().create_task(self._shutdown())
+        await asyncio.shield(self._shutdown_task)
+
+    async def _shutdown(self) -> None:
+        assert self.server is not None, "call start() first"
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        budget = self.config.shutdown_timeout
+        graceful_deadline = started + budget * 0.6
+        hard_deadline = started + budget * 0.9
+
+        # 1. Not ready any more: /readyz answers 503 and new handshakes get 503, while the
+        #    port stays open so probes and load balancers can see it.
+        self.metrics.draining = True
+        open_connections = [c for c in self.connections if c.protocol.state is OPEN]
+        log_event(
+            logger,
+            logging.INFO,
+            "server_draining",
+            connections=len(open_connections),
+            timeout_s=budget,
+        )
+        # 2. Close open connections with 1001 Going Away; each waits close_timeout at most
+        #    for the peer's close frame, unless a full write buffer blocks it (see step 4).
+        closing = [
+            loop.create_task(c.close(CloseCode.GOING_AWAY, SHUTDOWN_REASON))
+            for c in open_connections
+        ]
+        if closing:
+            await asyncio.wait(closing, timeout=max(0.0, graceful_deadline - loop.time()))
+        # 3. Stop listening; the library closes connections that opened meanwhile.
+        self.server.close(close_connections=True, code=CloseCode.GOING_AWAY, reason=SHUTDOWN_REASON)
+        aborted = 0
+        try:
+            async with asyncio.timeout_at(graceful_deadline):
+                await self.server.wait_closed()
+        except TimeoutError:
+            # 4. Peers that neither read nor answer: drop them.
+            aborted = self._abort_all()
+            try:
+                async with asyncio.timeout_at(hard_deadline):
+                    await self.server.wait_closed()
+            except TimeoutError:
+                log_event(
+                    logger, logging.ERROR, "shutdown_incomplete", connections=len(self.connections)
+                )
+        for task in closing:
+            task.cancel()
+        log_event(
+            logger,
+            logging.INFO,
+            "server_stopped",
+            duration_s=round(loop.time() - started, 3),
+            aborted=aborted,
+            connections_total=self.metrics.connections_total,
+        )
+
+    def _abort_all(self) -> int:
+        """Drop every TCP connection now; return how many."""
+        connections: set[ServerConnection] = set(self.connections)
+        if self.server is not None:
+            connections |= self.server.all_connections
+        for connection in connections:
+            if isinstance(connection, GatewayConnection):
+                connection.drop_reason = connection.drop_reason or "shutdown_timeout"
+            connection.transport.abort()
+        return len(connections)
+
+    # Admission helpers called by server.http and GatewayConnection
+
+    def reserve_slot(self, connection: GatewayConnection) -> None:
+        connection.has_slot = True
+        self.metrics.connections_active += 1
+
+    def no_request(self, connection: GatewayConnection, error: str | None) -> None:
+        """A TCP connection ended or timed out before sending a valid HTTP request."""
+        # An empty connection (a TCP port probe) is routine; garbage is worth a warning.
+        probe = error is None or "EOFError" in error or "TimeoutError" in error
+        if not probe:
+            self.metrics.count_rejection("invalid_request")
+        log_event(
+            logger,
+            logging.DEBUG if probe else logging.WARNING,
+            "handshake_failed",
+            conn=connection.conn_id,
+            client=connection.client,
+            error=error,
+        )
+
+    # Per connection
+
+    async def _handle(self, ws: GatewayConnection) -> None:  # type: ignore[override]
+        loop = asyncio.get_running_loop()
+        ws.opened_at = loop.time()
+        self.connections.add(ws)
+        self.metrics.connections_total += 1
+        log_event(
+            logger,
+            logging.INFO,
+            "connection_open",
+            conn=ws.conn_id,
+            client=ws.client,
+            peer=ws.peer,
+            path=ws.path,
+            request_id=ws.request_id,
+            compression=bool(ws.protocol.extensions),
+        )
+        heartbeat: asyncio.Task[None] | None = None
+        try:
+            if self.draining:  # opened while the drain started: close it too
+                await self._close(ws, CloseCode.GOING_AWAY, SHUTDOWN_REASON)
+                return
+            if self.config.ping_interval > 0:
+                heartbeat = loop.create_task(self._heartbeat(ws))
+            await self._echo(ws)
+        except ConnectionClosed:
+            pass
+        except Exception as exc:  # a bug: log it once, end this connection, keep serving
+            ws.drop_reason = "internal_error"
+            log_event(
+                logger,
+                logging.ERROR,
+                "connection_error",
+                conn=ws.conn_id,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            await self._close(ws, CloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
+            if ws.protocol.state is not CLOSED:  # only when cancelled: don't leak the socket
+                ws.transport.abort()
+            self.connections.discard(ws)
+            self._closed(ws, loop.time())
+
+    async def _echo(self, ws: GatewayConnection) -> None:
+        """Echo each message with its frame type, one at a time.
+
+        Awaiting ``send`` before the next ``recv`` is the backpressure: while the peer does
+        not read, ``send`` waits on the full write buffer, the receive queue fills to
+        ``max_queue`` frames and the library stops reading the socket.
+        """
+        recv = ws.recv
+        send = ws.send
+        m = self.metrics
+        size_counts = m.size_counts
+        log_messages = self.config.log_messages and logger.isEnabledFor(logging.INFO)
+        rate = self.config.max_messages_per_second
+        clock = asyncio.get_running_loop().time
+        tokens, last = rate, clock()
+        msgs_in = msgs_out = bytes_in = bytes_out = 0
+        try:
+            while True:
+                message = await recv()
+                if type(message) is str:
+                    is_text = True
+                    size = len(message) if message.isascii() else len(message.encode())
+                    m.text_in += 1
+                    m.text_bytes_in += size
+                else:
+                    is_text = False
+                    size = len(message)
+                    m.binary_in += 1
+                    m.binary_bytes_in += size
+                size_counts[bisect_left(SIZE_BUCKETS, size)] += 1
+                m.size_sum += size
+                msgs_in += 1
+                bytes_in += size
+                if rate:
+                    now = clock()
+                    tokens = min(rate, tokens + (now - last) * rate)
+                    last = now
+                    if tokens < 1.0:
+                        ws.drop_reason = "rate_limited"
+                        await self._close(ws, CloseCode.POLICY_VIOLATION, RATE_LIMIT_REASON)
+                        return
+                    tokens -= 1.0
+                if log_messages:
+                    log_event(
+                        logger,
+                        logging.INFO,
+                        "message_received",
+                        conn=ws.conn_id,
+                        seq=msgs_in,
+                        type="text" if is_text else "binary",
+                        size=size,
+                        preview=preview(message),
+                    )
+                await send(message)
+                if is_text:
+                    m.text_out += 1
+                    m.text_bytes_out += size
+                else:
+                    m.binary_out += 1
+                    m.binary_bytes_out += size
+                msgs_out += 1
+                bytes_out += size
+                if log_messages:
+                    log_event(
+                        logger,
+                        logging.INFO,
+                        "message_echoed",
+                        conn=ws.conn_id,
+                        seq=msgs_in,
+                        type="text" if is_text else "binary",
+                        size=size,
+                    )
+        finally:
+            ws.msgs_in, ws.msgs_out, ws.bytes_in, ws.bytes_out = (
+                msgs_in,
+                msgs_out,
+                bytes_in,
+                bytes_out,
+            )
+
+    async def _close(self, ws: GatewayConnection, code: int, reason: str) -> None:
+        """Close with ``code``; abort if even sending the close frame stalls (peer not reading)."""
+        try:
+            async with asyncio.timeout(self.config.close_timeout + 1.0):
+                await ws.close(code, reason)
+        except TimeoutError:
+            ws.transport.abort()
+            await ws.wait_closed()
+
+    async def _heartbeat(self, ws: GatewayConnection) -> None:
+        """Ping every ping_interval; drop the peer if no pong comes within ping_timeout.
+
+        The timeout covers sending the ping too: for a peer that stopped reading, the ping
+        waits behind a full write buffer and that counts as not answering.
+        """
+        interval, timeout = self.config.ping_interval, self.config.ping_timeout
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                async with asyncio.timeout(timeout):
+                    pong = await ws.ping()
+                    await pong
+        except TimeoutError:
+            ws.drop_reason = "heartbeat_timeout"
+            if ws.protocol.state is OPEN:
+                # Tell the peer why if the socket takes it; then release everything now,
+                # without waiting for a close handshake a dead peer will never complete.
+                ws.protocol.fail(CloseCode.INTERNAL_ERROR, HEARTBEAT_REASON)
+                ws.send_data()
+            ws.transport.abort()
+        except ConnectionClosed:
+            pass
+
+    def _closed(self, ws: GatewayConnection, now: float) -> None:
+        """Count and log the end of a connection: one line, level by close code."""
+        m = self.metrics
+        if ws.protocol.state is CLOSED:
+            code, reason, closed_by = close_info(ws)
+        else:  # pragma: no cover - aborted just above; connection_lost not yet run
+            code, reason, closed_by = CloseCode.ABNORMAL_CLOSURE, "", "server"
+        m.count_close(code)
+        normal = code in NORMAL_CLOSE_CODES
+        fields: dict[str, Any] = {}
+        if not normal:
+            cause = ws.protocol.parser_exc or ws.connection_exc
+            if cause is not None:
+                fields["error"] = f"{type(cause).__name__}: {cause}"
+            if closed_by != "client":
+                m.count_error(ws.drop_reason or ERROR_KINDS.get(code, "other"))
+        if ws.drop_reason is not None:
+            fields["drop_reason"] = ws.drop_reason
+        log_event(
+            logger,
+            logging.INFO if normal else logging.WARNING,
+            "connection_closed",
+            conn=ws.conn_id,
+            client=ws.client,
+            code=int(code),
+            reason=reason,
+            closed_by=closed_by,
+            duration_s=round(now - ws.opened_at, 3),
+            msgs_in=ws.msgs_in,
+            msgs_out=ws.msgs_out,
+            bytes_in=ws.bytes_in,
+            bytes_out=ws.bytes_out,
+            request_id=ws.request_id,
+            **fields,
+        )
+
+
+async def run(config: Config, stop: asyncio.Event, *, worker: int = 0) -> None:
+    """Serve ``config`` until ``stop`` is set, then drain and return."""
+    gateway = Gateway(config, worker=worker)
+    await gateway.start()
+    relay = asyncio.get_running_loop().create_task(stop.wait())
+    relay.add_done_callback(lambda task: task.cancelled() or gateway.request_stop("stop event"))
+    try:
+        await gateway.serve_until_stopped()
+    finally:
+        relay.cancel()

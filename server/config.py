@@ -1,0 +1,241 @@
+"""Configuration: read once from the environment into one validated, immutable object.
+
+Every setting has a default, an allowed range and one environment variable. A bad value
+raises :class:`ConfigError`, whose message is one line naming the variable, the value and
+what is allowed; ``python -m server`` prints it and exits with status 2 before binding.
+
+An empty value counts as unset (``WS_ALLOWED_ORIGINS=`` in a compose file means "default").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import ipaddress
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_N = TypeVar("_N", int, float)
+
+LOG_FORMATS = ("json", "text")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+_BOOL_ALLOWED = "true, false, 1, 0, yes, no, on, off"
+_ORIGIN_RE = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s,]+")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; ``str(error)`` is one line: variable, value, allowed."""
+
+    def __init__(self, variable: str, value: object, problem: str, allowed: str) -> None:
+        self.variable = variable
+        self.value = value
+        self.problem = problem
+        self.allowed = allowed
+        super().__init__(f"{variable}={value!r} {problem}; allowed: {allowed}")
+
+
+# Numeric limits, shared by parsing (raw strings) and __post_init__ (typed values).
+# field name -> (environment variable, minimum, maximum, allowed text)
+_LIMITS: dict[str, tuple[str, float, float, str]] = {
+    "port": ("WS_PORT", 0, 65535, "0-65535 (0 picks a free port)"),
+    "max_size": ("WS_MAX_MESSAGE_BYTES", 1, 64 * 2**20, "1-67108864 bytes"),
+    "ping_interval": ("WS_PING_INTERVAL", 0, 86400, "0 (heartbeat off) or seconds up to 86400"),
+    "ping_timeout": ("WS_PING_TIMEOUT", 0.001, 86400, "seconds, 0.001-86400"),
+    "shutdown_timeout": ("WS_SHUTDOWN_TIMEOUT", 0.1, 3600, "seconds, 0.1-3600"),
+    "max_connections": ("WS_MAX_CONNECTIONS", 1, 1_000_000, "1-1000000"),
+    "max_messages_per_second": (
+        "WS_MAX_MESSAGES_PER_SECOND",
+        0,
+        1_000_000,
+        "0 (off) or messages per second up to 1000000",
+    ),
+    "workers": ("WS_WORKERS", 1, 256, "1-256"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """All settings of the gateway. Build it with :meth:`from_env`; it validates on creation."""
+
+    host: str = "0.0.0.0"
+    port: int = 3000
+    max_size: int = 2**20
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    shutdown_timeout: float = 10.0
+    max_connections: int = 10_000
+    allowed_origins: tuple[str, ...] = ()
+    max_messages_per_second: float = 0.0
+    compression: bool = False
+    log_messages: bool = True
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    log_format: str = "json"
+    log_level: str = "INFO"
+    event_loop: str = "auto"
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.host or any(c.isspace() for c in self.host):
+            raise ConfigError("WS_HOST", self.host, "is not a host", "an IP address or host name")
+        for name, (variable, low, high, allowed) in _LIMITS.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ConfigError(variable, value, "is out of range", allowed)
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError("LOG_FORMAT", self.log_format, "is unknown", ", ".join(LOG_FORMATS))
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError("LOG_LEVEL", self.log_level, "is unknown", ", ".join(LOG_LEVELS))
+        if self.event_loop not in EVENT_LOOPS:
+            raise ConfigError(
+                "WS_EVENT_LOOP", self.event_loop, "is unknown", ", ".join(EVENT_LOOPS)
+            )
+        if self.event_loop == "uvloop" and not uvloop_available():
+            raise ConfigError(
+                "WS_EVENT_LOOP",
+                "uvloop",
+                "is not available (uvloop is not installed)",
+                "auto, asyncio",
+            )
+        if self.workers > 1 and self.port == 0:
+            raise ConfigError(
+                "WS_WORKERS", str(self.workers), "needs a fixed WS_PORT, not 0", "1 when WS_PORT=0"
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Config:
+        """Parse ``environ`` (usually ``os.environ``); raise :class:`ConfigError` on a bad value."""
+        values: dict[str, Any] = {}
+
+        def read(field: str, variable: str, parse: Callable[[str, str], Any]) -> None:
+            raw = environ.get(variable)
+            if raw is not None and raw.strip():
+                values[field] = parse(variable, raw)
+
+        read("host", "WS_HOST", lambda _v, raw: raw.strip())
+        read("port", "WS_PORT", _parse_int)
+        read("max_size", "WS_MAX_MESSAGE_BYTES", _parse_int)
+        read("ping_interval", "WS_PING_INTERVAL", _parse_float)
+        read("ping_timeout", "WS_PING_TIMEOUT", _parse_float)
+        read("shutdown_timeout", "WS_SHUTDOWN_TIMEOUT", _parse_float)
+        read("max_connections", "WS_MAX_CONNECTIONS", _parse_int)
+        read("allowed_origins", "WS_ALLOWED_ORIGINS", _parse_origins)
+        read("max_messages_per_second", "WS_MAX_MESSAGES_PER_SECOND", _parse_float)
+        read("compression", "WS_COMPRESSION", _parse_bool)
+        read("log_messages", "WS_LOG_MESSAGES", _parse_bool)
+        read("trusted_proxies", "WS_TRUSTED_PROXIES", _parse_networks)
+        read("log_format", "LOG_FORMAT", _choice(LOG_FORMATS, str.lower))
+        read("log_level", "LOG_LEVEL", _choice(LOG_LEVELS, str.upper))
+        read("event_loop", "WS_EVENT_LOOP", _choice(EVENT_LOOPS, str.lower))
+        read("workers", "WS_WORKERS", _parse_int)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Config:
+        """Return a copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def close_timeout(self) -> float:
+        """Seconds to wait for a peer's close frame: half the shutdown budget, at most 5 s."""
+        return min(5.0, self.shutdown_timeout / 2)
+
+    def summary(self) -> dict[str, Any]:
+        """The settings as plain JSON-able values, for the ``server_started`` log line."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["allowed_origins"] = list(self.allowed_origins)
+        out["trusted_proxies"] = [str(n) for n in self.trusted_proxies]
+        return out
+
+
+def uvloop_available() -> bool:
+    return importlib.util.find_spec("uvloop") is not None
+
+
+def _parse_int(variable: str, raw: str) -> int:
+    try:
+        value = int(raw.strip(), 10)
+    except ValueError:
+        raise ConfigError(variable, raw, "is not an integer", _allowed(variable)) from None
+    return _in_range(variable, raw, value)
+
+
+def _parse_float(variable: str, raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(variable, raw, "is not a number", _allowed(variable)) from None
+    if not math.isfinite(value):
+        raise ConfigError(variable, raw, "is not a finite number", _allowed(variable))
+    return _in_range(variable, raw, value)
+
+
+def _allowed(variable: str) -> str:
+    return next(allowed for var, _, _, allowed in _LIMITS.values() if var == variable)
+
+
+def _in_range(variable: str, raw: str, value: _N) -> _N:
+    _, low, high, allowed = next(spec for spec in _LIMITS.values() if spec[0] == variable)
+    if not low <= value <= high:
+        raise ConfigError(variable, raw, "is out of range", allowed)
+    return value
+
+
+def _parse_bool(variable: str, raw: str) -> bool:
+    word = raw.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ConfigError(variable, raw, "is not a boolean", _BOOL_ALLOWED)
+
+
+def _choice(choices: tuple[str, ...], normalize: Callable[[str], str]) -> Callable[[str, str], str]:
+    def parse(variable: str, raw: str) -> str:
+        word = normalize(raw.strip())
+        if word not in choices:
+            raise ConfigError(variable, raw, "is unknown", ", ".join(choices))
+        return word
+
+    return parse
+
+
+def _items(raw: str) -> list[str]:
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def _parse_origins(variable: str, raw: str) -> tuple[str, ...]:
+    origins = []
+    for item in _items(raw):
+        origin = item.lower().rstrip("/")
+        if origin == "*":
+            return ()  # explicit "any origin"
+        if origin != "null" and not _ORIGIN_RE.fullmatch(origin):
+            raise ConfigError(
+                variable,
+                raw,
+                f"contains {item!r}, which is not an origin",
+                "comma-separated origins like https://example.com, or * for any",
+            )
+        origins.append(origin)
+    return tuple(origins)
+
+
+def _parse_networks(variable: str, raw: str) -> tuple[IPNetwork, ...]:
+    networks = []
+    for item in _items(raw):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(
+                variable,
+                raw,
+                f"contains {item!r}, which is not an IP address or CIDR",
+                "comma-separated IP addresses or CIDRs like 10.0.0.0/8",
+            ) from None
+    return tuple(networks)

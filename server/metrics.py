@@ -1,0 +1,241 @@
+"""In-process metrics and their Prometheus text exposition (format 0.0.4), written by hand.
+
+Counters are plain attributes so the per-message hot path is a few integer additions.
+Each process keeps its own metrics; with ``WS_WORKERS`` > 1 a scrape of ``/metrics``
+reaches whichever worker the kernel picks (``ws_process_info`` names it by pid).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from bisect import bisect_left
+from collections.abc import Iterable
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Upper bounds (le) of the message-size histogram, in bytes.
+SIZE_BUCKETS: tuple[int, ...] = (
+    0,
+    64,
+    256,
+    1024,
+    4096,
+    16384,
+    65536,
+    262144,
+    1048576,
+    4194304,
+    16777216,
+    67108864,
+)
+
+
+class Metrics:
+    """Counters, gauges and one histogram for one gateway process."""
+
+    __slots__ = (
+        "binary_bytes_in",
+        "binary_bytes_out",
+        "binary_in",
+        "binary_out",
+        "closes",
+        "connections_active",
+        "connections_total",
+        "draining",
+        "errors",
+        "http_responses",
+        "max_connections",
+        "rejections",
+        "size_counts",
+        "size_sum",
+        "start_time",
+        "text_bytes_in",
+        "text_bytes_out",
+        "text_in",
+        "text_out",
+        "worker",
+    )
+
+    def __init__(self, *, max_connections: int = 0, worker: int = 0) -> None:
+        self.start_time = time.time()
+        self.worker = worker
+        self.max_connections = max_connections
+        self.draining = False
+        self.connections_active = 0
+        self.connections_total = 0
+        self.text_in = self.text_out = self.binary_in = self.binary_out = 0
+        self.text_bytes_in = self.text_bytes_out = 0
+        self.binary_bytes_in = self.binary_bytes_out = 0
+        self.size_counts = [0] * (len(SIZE_BUCKETS) + 1)  # last one is +Inf
+        self.size_sum = 0
+        self.closes: dict[int, int] = {}
+        self.errors: dict[str, int] = {}
+        self.rejections: dict[str, int] = {}
+        self.http_responses: dict[tuple[str, int], int] = {}
+
+    def observe_size(self, size: int) -> None:
+        self.size_counts[bisect_left(SIZE_BUCKETS, size)] += 1
+        self.size_sum += size
+
+    def count_close(self, code: int) -> None:
+        self.closes[code] = self.closes.get(code, 0) + 1
+
+    def count_error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def count_rejection(self, reason: str) -> None:
+        self.rejections[reason] = self.rejections.get(reason, 0) + 1
+
+    def count_http(self, path: str, status: int) -> None:
+        key = (path, status)
+        self.http_responses[key] = self.http_responses.get(key, 0) + 1
+
+    def render(self) -> str:
+        """The Prometheus text exposition of every metric."""
+        lines: list[str] = []
+        add = lines.extend
+        add(
+            _family(
+                "ws_process_info",
+                "gauge",
+                "This gateway process.",
+                [(f'{{pid="{os.getpid()}",worker="{self.worker}"}}', 1)],
+            )
+        )
+        add(
+            _family(
+                "ws_process_start_time_seconds",
+                "gauge",
+                "Start time of the process, seconds since the epoch.",
+                [("", self.start_time)],
+            )
+        )
+        add(
+            _family(
+                "ws_draining",
+                "gauge",
+                "1 while shutting down (readyz answers 503).",
+                [("", int(self.draining))],
+            )
+        )
+        add(
+            _family(
+                "ws_connections_active",
+                "gauge",
+                "Open WebSocket connections.",
+                [("", self.connections_active)],
+            )
+        )
+        add(
+            _family(
+                "ws_connections_max", "gauge", "WS_MAX_CONNECTIONS.", [("", self.max_connections)]
+            )
+        )
+        add(
+            _family(
+                "ws_connections_total",
+                "counter",
+                "WebSocket connections accepted.",
+                [("", self.connections_total)],
+            )
+        )
+        add(
+            _family(
+                "ws_connections_rejected_total",
+                "counter",
+                "WebSocket handshakes refused, by reason.",
+                [(_labels(reason=r), n) for r, n in sorted(self.rejections.items())],
+            )
+        )
+        add(
+            _family(
+                "ws_messages_total",
+                "counter",
+                "Messages, by frame type and direction.",
+                [
+                    (_labels(type="text", direction="in"), self.text_in),
+                    (_labels(type="text", direction="out"), self.text_out),
+                    (_labels(type="binary", direction="in"), self.binary_in),
+                    (_labels(type="binary", direction="out"), self.binary_out),
+                ],
+            )
+        )
+        add(
+            _family(
+                "ws_message_bytes_total",
+                "counter",
+                "Message payload bytes (decompressed), by frame type and direction.",
+                [
+                    (_labels(type="text", direction="in"), self.text_bytes_in),
+                    (_labels(type="text", direction="out"), self.text_bytes_out),
+                    (_labels(type="binary", direction="in"), self.binary_bytes_in),
+                    (_labels(type="binary", direction="out"), self.binary_bytes_out),
+                ],
+            )
+        )
+        add(
+            _family(
+                "ws_closes_total",
+                "counter",
+                "Closed WebSocket connections, by close code.",
+                [(_labels(code=str(c)), n) for c, n in sorted(self.closes.items())],
+            )
+        )
+        add(
+            _family(
+                "ws_errors_total",
+                "counter",
+                "Connection errors, by kind.",
+                [(_labels(kind=k), n) for k, n in sorted(self.errors.items())],
+            )
+        )
+        add(
+            _family(
+                "ws_http_responses_total",
+                "counter",
+                "Plain HTTP responses (not WebSocket upgrades), by path and status.",
+                [
+                    (_labels(path=p, code=str(s)), n)
+                    for (p, s), n in sorted(self.http_responses.items())
+                ],
+            )
+        )
+        add(self._histogram())
+        return "\n".join(lines) + "\n"
+
+    def _histogram(self) -> list[str]:
+        name = "ws_message_size_bytes"
+        samples: list[tuple[str, float]] = []
+        cumulative = 0
+        for bound, count in zip(SIZE_BUCKETS, self.size_counts, strict=False):
+            cumulative += count
+            samples.append((f'_bucket{{le="{bound}"}}', cumulative))
+        cumulative += self.size_counts[-1]
+        samples.append(('_bucket{le="+Inf"}', cumulative))
+        samples.append(("_sum", self.size_sum))
+        samples.append(("_count", cumulative))
+        out = [f"# HELP {name} Size of received messages in bytes.", f"# TYPE {name} histogram"]
+        out.extend(f"{name}{suffix} {_number(value)}" for suffix, value in samples)
+        return out
+
+
+def _labels(**labels: str) -> str:
+    body = ",".join(f'{key}="{_escape_label(value)}"' for key, value in labels.items())
+    return "{" + body + "}"
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else repr(float(value))
+
+
+def _family(
+    name: str, kind: str, help_text: str, samples: Iterable[tuple[str, float]]
+) -> list[str]:
+    out = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    out.extend(f"{name}{labels} {_number(value)}" for labels, value in samples)
+    return out

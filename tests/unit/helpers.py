@@ -1,0 +1,345 @@
+"""Helpers for the unit tests: a real gateway in-process, raw HTTP and WebSocket clients,
+condition waits with deadlines, and ``python -m server`` as a subprocess (under coverage
+when the tests run under coverage).
+
+Every timeout is a multiple of one unit, ``TEST_TIMEOUT_UNIT`` seconds (default 1.0);
+raise it on a slow machine instead of editing tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import signal
+import struct
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import tenacity
+
+from server.app import Gateway, GatewayConnection
+from server.config import Config
+
+UNIT = float(os.environ.get("TEST_TIMEOUT_UNIT", "1.0"))
+ROOT = Path(__file__).resolve().parents[2]
+MIB = 2**20
+
+
+def units(n: float = 1.0) -> float:
+    """``n`` timeout units, in seconds."""
+    return n * UNIT
+
+
+def make_config(**env: str) -> Config:
+    """A config from defaults plus ``env``, on 127.0.0.1 and a free port."""
+    return Config.from_env({"WS_HOST": "127.0.0.1", "WS_PORT": "0", **env})
+
+
+@asynccontextmanager
+async def running_gateway(**env: str) -> AsyncIterator[Gateway]:
+    """A started gateway (configured by ``env`` variables); drained on exit."""
+    gateway = Gateway(make_config(**env))
+    await gateway.start()
+    try:
+        yield gateway
+    finally:
+        async with asyncio.timeout(units(15)):
+            await gateway.shutdown()
+
+
+async def wait_until(
+    predicate: Callable[[], Any], within: float | None = None, what: str = "condition"
+) -> Any:
+    """Poll ``predicate`` (sync or async) until it returns something truthy, and return that.
+
+    Fails after ``within`` seconds (default 5 units). An exception from ``predicate``
+    propagates at once.
+    """
+    deadline = units(5) if within is None else within
+
+    async def check() -> Any:
+        value = predicate()
+        if isinstance(value, Awaitable):
+            value = await value
+        return value
+
+    retrying = tenacity.AsyncRetrying(
+        stop=tenacity.stop_after_delay(deadline),
+        wait=tenacity.wait_fixed(0.01),
+        retry=tenacity.retry_if_result(lambda value: not value),
+    )
+    try:
+        return await retrying(check)
+    except tenacity.RetryError:
+        raise AssertionError(f"timed out after {deadline:.2f}s waiting for {what}") from None
+
+
+def server_connection(gateway: Gateway) -> GatewayConnection:
+    """The only connection the gateway is handling."""
+    (connection,) = gateway.connections
+    return connection
+
+
+# Plain HTTP
+
+
+async def http_request(
+    port: int,
+    path: str,
+    *,
+    method: str = "GET",
+    headers: Mapping[str, str] | None = None,
+    host: str = "127.0.0.1",
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 request; returns (status, headers with lower-case names, body)."""
+    async with asyncio.timeout(units(5)):
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}"]
+            lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            status_line, *header_lines = head.decode("latin-1").split("\r\n")
+            status = int(status_line.split(" ", 2)[1])
+            response_headers = {}
+            for line in header_lines:
+                if line:
+                    name, _, value = line.partition(":")
+                    response_headers[name.strip().lower()] = value.strip()
+            length = int(response_headers.get("content-length", "0"))
+            body = await reader.readexactly(length)
+        finally:
+            writer.close()
+    return status, response_headers, body
+
+
+async def get_json(port: int, path: str) -> tuple[int, Any]:
+    status, headers, body = await http_request(port, path)
+    assert headers["content-type"] == "application/json"
+    return status, json.loads(body)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of sample ``name{labels}`` in a Prometheus exposition (0 if absent)."""
+    wanted = name + (
+        "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
+    )
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        sample, _, value = line.rpartition(" ")
+        if sample == wanted:
+            return float(value)
+    return 0.0
+
+
+# Raw WebSocket client, for what a well-behaved client library refuses to do
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+def encode_frame(
+    opcode: int,
+    payload: bytes,
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    mask: bool = True,
+    mask_key: bytes = b"\x00\x00\x00\x00",
+) -> bytes:
+    """A client frame. The default all-zero mask key is legal and leaves payload bytes as is."""
+    first = (0x80 if fin else 0) | (rsv << 4) | opcode
+    length = len(payload)
+    mask_bit = 0x80 if mask else 0
+    if length < 126:
+        header = struct.pack("!BB", first, mask_bit | length)
+    elif length < 2**16:
+        header = struct.pack("!BBH", first, mask_bit | 126, length)
+    else:
+        header = struct.pack("!BBQ", first, mask_bit | 127, length)
+    if not mask:
+        return header + payload
+    if mask_key != b"\x00\x00\x00\x00":
+        payload = bytes(b ^ mask_key[i % 4] for i, b in enumerate(payload))
+    return header + mask_key + payload
+
+
+class RawClient:
+    """A WebSocket client over a bare TCP stream: handshake by hand, frames by hand."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(
+        cls, port: int, path: str = "/ws", headers: Mapping[str, str] | None = None
+    ) -> RawClient:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = [
+            f"GET {path} HTTP/1.1",
+            f"Host: 127.0.0.1:{port}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {key}",
+            "Sec-WebSocket-Version: 13",
+        ]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        async with asyncio.timeout(units(5)):
+            head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        return cls(reader, writer)
+
+    @property
+    def sock(self) -> Any:
+        return self.writer.get_extra_info("socket")
+
+    async def send_frame(self, opcode: int, payload: bytes = b"", **kwargs: Any) -> None:
+        self.writer.write(encode_frame(opcode, payload, **kwargs))
+        await self.writer.drain()
+
+    async def read_frame(self) -> tuple[bool, int, bytes]:
+        """The next server frame: (fin, opcode, payload). Server frames are never masked."""
+        async with asyncio.timeout(units(5)):
+            first, second = await self.reader.readexactly(2)
+            assert not second & 0x80, "server frames must not be masked"
+            length = second & 0x7F
+            if length == 126:
+                (length,) = struct.unpack("!H", await self.reader.readexactly(2))
+            elif length == 127:
+                (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
+            payload = await self.reader.readexactly(length)
+        return bool(first & 0x80), first & 0x0F, payload
+
+    async def read_close(self) -> tuple[int, str]:
+        """Skip frames up to the server's close frame; return its (code, reason)."""
+        while True:
+            _fin, opcode, payload = await self.read_frame()
+            if opcode == OP_CLOSE:
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                return code, payload[2:].decode()
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):  # reset by the server first
+            await self.writer.wait_closed()
+
+
+# python -m server in a subprocess
+
+
+def coverage_active() -> bool:
+    try:
+        import coverage
+    except ImportError:  # pragma: no cover
+        return False
+    return coverage.Coverage.current() is not None
+
+
+def server_command() -> list[str]:
+    """``python -m server``; under ``coverage run -p`` when these tests measure coverage.
+
+    pytest-cov 7 no longer instruments subprocesses by itself; a parallel data file written
+    in the repository root is combined with the rest by pytest-cov at the end of the run.
+    """
+    if coverage_active():
+        rcfile = ROOT / "pyproject.toml"
+        return [
+            sys.executable,
+            "-m",
+            "coverage",
+            "run",
+            "--parallel-mode",
+            f"--rcfile={rcfile}",
+            "-m",
+            "server",
+        ]
+    return [sys.executable, "-m", "server"]
+
+
+def server_env(**env: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("WS_", "LOG_"))}
+    return {**base, "WS_HOST": "127.0.0.1", "WS_PORT": "0", "PYTHONUNBUFFERED": "1", **env}
+
+
+class ServerProcess:
+    """``python -m server`` in a subprocess; its stdout is read continuously into ``lines``."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self.port: int | None = None
+        self._started = asyncio.Event()
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def start(cls, **env: str) -> ServerProcess:
+        process = await asyncio.create_subprocess_exec(
+            *server_command(),
+            cwd=ROOT,
+            env=server_env(**env),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        server = cls(process)
+        try:
+            async with asyncio.timeout(units(15)):
+                await server._started.wait()
+            await wait_until(server.ready, units(10), "/readyz to answer 200")
+        except BaseException:
+            await server.kill()
+            raise
+        return server
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        async for raw in self.process.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            self.lines.append(line)
+            if self.port is None and '"server_started"' in line:
+                url = json.loads(line)["url"]
+                self.port = int(url.rsplit(":", 1)[1].split("/")[0])
+                self._started.set()
+        self._started.set()  # exited before starting: let start() fail fast
+
+    async def ready(self) -> bool:
+        assert self.port is not None, "\n".join(self.lines)
+        try:
+            status, _, _ = await http_request(self.port, "/readyz")
+        except OSError:
+            return False
+        return status == 200
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        found = []
+        for line in self.lines:
+            if line.startswith("{"):
+                record = json.loads(line)
+                if record.get("event") == name:
+                    found.append(record)
+        return found
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    async def wait(self, within: float) -> int:
+        """The exit status; fails if the process runs longer than ``within`` seconds."""
+        async with asyncio.timeout(within):
+            code = await self.process.wait()
+            await self._reader
+        return code
+
+    async def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+        await self.process.wait()
+        self._reader.cancel()
