@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,24 @@ COMPOSE_FILE = Path(__file__).resolve().parent.parent / "docker-compose.yaml"
 _VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
 
 
+def machine_settings() -> dict[str, str]:
+    """Compose variables this machine needs: descriptor limits the engine can grant.
+
+    A container's nofile limit cannot exceed the engine's own hard limit; where that is
+    below the compose defaults (65,536 and 131,072), we take the host's hard limit, which
+    the engine shares on a local daemon.
+    """
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    settings = {}
+    for name, default in (("SERVER_NOFILE", 65536), ("NGINX_NOFILE", 131072)):
+        if name not in os.environ and hard != resource.RLIM_INFINITY and hard < default:
+            settings[name] = str(hard)
+    return settings
+
+
 def interpolate(value: str, environ: dict[str, str] | None = None) -> str:
     """Expand ``${NAME}`` and ``${NAME:-default}`` as Compose does."""
-    env = os.environ if environ is None else environ
+    env = {**os.environ, **machine_settings()} if environ is None else environ
     return _VARIABLE.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
 
 
@@ -57,7 +73,11 @@ def runtime_kwargs(name: str) -> dict[str, Any]:
         "cap_drop": list(svc.get("cap_drop", [])),
         "security_opt": list(svc.get("security_opt", [])),
         "ulimits": [
-            Ulimit(name=key, soft=value["soft"], hard=value["hard"])
+            Ulimit(
+                name=key,
+                soft=int(interpolate(str(value["soft"]))),
+                hard=int(interpolate(str(value["hard"]))),
+            )
             for key, value in (svc.get("ulimits") or {}).items()
         ],
     }

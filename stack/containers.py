@@ -31,6 +31,7 @@ class Service:
         labels: dict[str, str],
         ports: dict[int, tuple[str, None]] | None = None,
         volumes: dict[str, str] | None = None,
+        tmpfs: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> Service:
         """Create and start ``image`` as ``name`` on ``network`` under ``aliases``."""
@@ -44,7 +45,10 @@ class Service:
             .with_kwargs(labels=labels, **kwargs)
         )
         for port, binding in (ports or {}).items():
-            container.with_bind_ports(port, binding)
+            # docker-py's (host ip, host port) form: with_bind_ports takes no address.
+            container.ports[f"{port}/tcp"] = binding
+        for path, options in (tmpfs or {}).items():
+            container.tmpfs[path] = options  # Docker's option string, e.g. "size=16m,mode=1777"
         for host_path, container_path in (volumes or {}).items():
             container.with_volume_mapping(host_path, container_path, mode="ro")
         container.start()

@@ -15,7 +15,7 @@ from pathlib import Path
 from docker.utils.build import exclude_paths
 from testcontainers.core.image import DockerImage
 
-from stack import base_images, wheelhouse
+from stack import base_images, compose_file, wheelhouse
 from stack.base_images import BaseImage
 from stack.docker_client import client, image_exists
 
@@ -85,7 +85,7 @@ def ensure_all() -> dict[str, str]:
 
 def env_for_compose() -> dict[str, str]:
     """Environment that makes ``docker compose build`` use the same base images and wheels."""
-    env = {}
+    env = compose_file.machine_settings()
     for app in (SERVER, NGINX):
         base_ref = base_images.resolve(app.base)
         env[app.base.env_override] = base_ref
