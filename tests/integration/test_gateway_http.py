@@ -1,0 +1,57 @@
+"""Plain HTTP on the gateway: health, readiness, metrics, and what /ws says to non-WebSockets."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def test_nginx_answers_its_own_health_check(stack) -> None:
+    """NGINX's /healthz is 200 JSON, without a version in the Server header."""
+    status, headers, body = get(f"{stack.http}/healthz")
+    assert status == 200
+    assert json.loads(body)
+    assert headers.get("Server", "nginx").lower() == "nginx"
+
+
+def test_server_health_and_readiness_are_200_json(stack) -> None:
+    """The server's /healthz and /readyz answer 200 with JSON while it accepts connections."""
+    for path in ("/healthz", "/readyz"):
+        status, _, body = get(f"{stack.server_http}{path}")
+        assert status == 200, path
+        assert isinstance(json.loads(body), dict)
+
+
+def test_server_metrics_are_prometheus_text(stack) -> None:
+    """/metrics is Prometheus text format with HELP and TYPE lines."""
+    status, headers, body = get(f"{stack.server_http}/metrics")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain")
+    text = body.decode()
+    assert "# TYPE" in text and "# HELP" in text
+
+
+def test_plain_http_request_to_ws_gets_426_through_nginx_and_direct(stack) -> None:
+    """A GET /ws without the WebSocket upgrade is told 426 Upgrade Required, both ways."""
+    for base in (stack.http, stack.server_http):
+        status, _, body = get(f"{base}/ws")
+        assert status == 426, base
+        assert body
+
+
+def test_unknown_path_is_answered_by_nginx_without_reaching_the_server(stack) -> None:
+    """NGINX answers 404 for a path it does not route, and the server never sees it."""
+    marker = "/no-such-path-7f3a"
+    status, _, _ = get(f"{stack.http}{marker}")
+    assert status == 404
+    assert marker not in stack.server.logs()
