@@ -56,13 +56,20 @@ def stack_prefix(testrun_uid: str, worker_id: str) -> str:
 def stack(gateway_images: dict[str, str], stack_prefix: str) -> Iterator:
     """This worker's shared stack; tests must not break or reconfigure it (use make_stack).
 
-    Compose defaults, except the handshake rate limit: every test here connects from the
-    same address, and the default 100 per minute would throttle the suite itself. The limit
-    is proven on stacks of its own (tests/integration/test_rate_limit.py, scenario 8).
+    Compose defaults, except the per-IP limits: every test here connects from the same
+    address, and the default 100 handshakes per minute and 100 open connections per IP
+    would throttle the suite itself. The limits are proven on stacks of their own
+    (tests/integration/test_rate_limit.py, the rate-limit scenario).
     """
     from stack.gateway import GatewayStack, StackOptions
 
-    options = StackOptions(nginx_env={"WS_RATE_LIMIT": "60000r/m", "WS_RATE_BURST": "10000"})
+    options = StackOptions(
+        nginx_env={
+            "WS_RATE_LIMIT": "60000r/m",
+            "WS_RATE_BURST": "10000",
+            "WS_CONN_LIMIT_PER_IP": "2000",
+        }
+    )
     with GatewayStack.up(f"{stack_prefix}-shared", options) as shared:
         yield shared
 

@@ -1,0 +1,135 @@
+"""Clients through NGINX, as users connect: many at once, each session logged from open to close."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import socket
+import uuid
+from urllib.parse import urlsplit
+
+from websockets.asyncio.client import connect
+
+from stack.waits import until
+
+CLIENTS = 100
+
+
+def server_events(stack) -> list[dict]:
+    """The server's JSON log lines so far."""
+    return [json.loads(line) for line in stack.server.logs().splitlines() if line.startswith("{")]
+
+
+def messages_for(client: int) -> list[str | bytes]:
+    """A mix of text and binary messages, different for every client (and the same every call)."""
+    return [
+        f"client {client} says hello ✓",
+        random.Random(client).randbytes(client * 37 % 4096),
+        "",
+        b"",
+        f"{client}" * (client * 11 % 2048),
+    ]
+
+
+async def session(url: str, client: int, request_id: str) -> list[str | bytes]:
+    """Connect, echo every message in order, close normally; return what came back."""
+    headers = {"X-Request-ID": request_id}
+    async with connect(url, additional_headers=headers, open_timeout=30) as ws:
+        echoed = []
+        for message in messages_for(client):
+            await ws.send(message)
+            echoed.append(await asyncio.wait_for(ws.recv(), 30))
+        return echoed
+
+
+async def test_a_hundred_concurrent_clients_each_get_their_own_bytes_back(stack) -> None:
+    """100 clients at once through NGINX: every message echoed intact, to its own sender."""
+    run = uuid.uuid4().hex[:8]
+    ids = [f"{run}-{client}" for client in range(CLIENTS)]
+    results = await asyncio.gather(
+        *(session(stack.url, client, ids[client]) for client in range(CLIENTS))
+    )
+    for client, echoed in enumerate(results):
+        expected = messages_for(client)
+        assert [type(m) for m in echoed] == [type(m) for m in expected], client
+        assert echoed == expected, client
+
+    def closed_normally() -> list[dict]:
+        return [
+            e
+            for e in server_events(stack)
+            if e.get("event") == "connection_closed"
+            and str(e.get("request_id", "")).startswith(run)
+        ]
+
+    closes = until(
+        closed_normally, "100 connection_closed lines", 30, accept=lambda c: len(c) >= CLIENTS
+    )
+    assert {e["code"] for e in closes} == {1000}
+    assert all(e["msgs_in"] == e["msgs_out"] == len(messages_for(0)) for e in closes)
+
+
+async def test_server_log_shows_each_message_received_and_echoed(stack) -> None:
+    """The server logs a session's open, each message received and echoed, and its close."""
+    request_id = f"logged-{uuid.uuid4().hex[:8]}"
+    async with connect(stack.url, additional_headers={"X-Request-ID": request_id}) as ws:
+        await ws.send('line one\nforged {"level": "ERROR"}')
+        assert await ws.recv() == 'line one\nforged {"level": "ERROR"}'
+        await ws.send(b"\x00\x01")
+        assert await ws.recv() == b"\x00\x01"
+
+    def session_events() -> list[dict]:
+        events = server_events(stack)
+        opened = [
+            e
+            for e in events
+            if e.get("event") == "connection_open" and e.get("request_id") == request_id
+        ]
+        if not opened:
+            return []
+        conn = opened[0]["conn"]
+        return [e for e in events if e.get("conn") == conn]
+
+    events = until(
+        session_events,
+        "the session's log lines",
+        30,
+        accept=lambda es: any(e["event"] == "connection_closed" for e in es),
+    )
+    kinds = [e["event"] for e in events]
+    assert kinds == [
+        "connection_open",
+        "message_received",
+        "message_echoed",
+        "message_received",
+        "message_echoed",
+        "connection_closed",
+    ], kinds
+    assert [e.get("type") for e in events if e["event"] == "message_received"] == ["text", "binary"]
+    # The newline in the message stayed inside its JSON string: it forged no line.
+    assert not any(e.get("level") == "ERROR" for e in server_events(stack))
+
+
+async def test_client_gone_without_a_close_frame_is_logged_as_1006(stack) -> None:
+    """A client that drops its TCP connection mid-session is logged once with 1006."""
+    request_id = f"abrupt-{uuid.uuid4().hex[:8]}"
+    async with connect(stack.url, additional_headers={"X-Request-ID": request_id}) as ws:
+        await ws.send("about to vanish")
+        assert await ws.recv() == "about to vanish"
+        # Tear the TCP connection down without a close frame (RST via SO_LINGER 0).
+        sock: socket.socket = ws.transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        ws.transport.abort()
+
+    def closes() -> list[dict]:
+        return [
+            e
+            for e in server_events(stack)
+            if e.get("event") == "connection_closed" and e.get("request_id") == request_id
+        ]
+
+    events = until(closes, "the abrupt close in the server log", 30)
+    assert len(events) == 1
+    assert events[0]["code"] == 1006
+    assert urlsplit(stack.url).hostname == "127.0.0.1"
