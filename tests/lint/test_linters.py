@@ -43,9 +43,7 @@ def check(*command: str) -> None:
     )
     if result.returncode != 0:
         output = (result.stdout + result.stderr).strip()
-        pytest.fail(
-            f"`{' '.join(command)}` exited {result.returncode}:\n{output}", pytrace=False
-        )
+        pytest.fail(f"`{' '.join(command)}` exited {result.returncode}:\n{output}", pytrace=False)
 
 
 def test_ruff_check() -> None:
