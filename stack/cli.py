@@ -96,6 +96,10 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "compose-env", help="exports for an offline `docker compose build`"
     ).set_defaults(run=_compose_env)
+    # Failure scenarios (issue #4): `python -m stack scenario --list | NAME | all`.
+    from stack.scenarios.cli import register as register_scenario
+
+    register_scenario(sub)
     return p
 
 

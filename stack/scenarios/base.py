@@ -1,0 +1,219 @@
+"""What every scenario is made of: its definition, its context, and how it is run.
+
+A scenario is an ``async def run(ctx)`` that drives real containers and real clients and
+records what it does and sees in ``ctx.report``. The pytest test and the CLI run the same
+definition; only the stacks come from different places (the ``make_stack`` fixture, or
+:func:`stack.scenarios.cli.main`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import re
+import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from stack.gateway import GatewayStack, StackOptions
+from stack.scenarios.report import Report
+from stack.waits import seconds
+
+T = TypeVar("T")
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One failure scenario: what it proves, the stacks it needs, and its steps."""
+
+    name: str
+    number: int
+    title: str
+    proves: str
+    run: Callable[[Context], Awaitable[None]]
+    # Role -> options of each stack it needs; "main" is ctx.stack.
+    stacks: dict[str, StackOptions] = field(default_factory=lambda: {"main": StackOptions()})
+    deadline: float = 90  # for the steps, in timeout units (WSGW_TIMEOUT_UNIT), stacks apart
+
+
+class Context:
+    """What a scenario's steps get: its stacks, its report and helpers to observe them."""
+
+    def __init__(self, scenario: Scenario, stacks: dict[str, GatewayStack], report: Report):
+        self.scenario = scenario
+        self.stacks = stacks
+        self.report = report
+
+    @property
+    def stack(self) -> GatewayStack:
+        return self.stacks["main"]
+
+    # Report shortcuts.
+    def step(self, text: str) -> None:
+        self.report.step(text)
+
+    def note(self, text: str) -> None:
+        self.report.note(text)
+
+    def figure(self, key: str, value: Any, unit: str = "") -> None:
+        self.report.figure(key, value, unit)
+
+    def check(self, what: str, ok: bool, detail: str = "") -> bool:
+        return self.report.check(what, ok, detail)
+
+    def elapsed(self) -> float:
+        return self.report.elapsed()
+
+    # ---- waiting -----------------------------------------------------------------------------
+    @staticmethod
+    async def blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking call (Docker, HTTP) in a thread, so the clients keep running."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def expect(
+        self,
+        predicate: Callable[[], Any],
+        what: str,
+        timeout: float,
+        detail: Callable[[], str] | None = None,
+        poll: float = 0.1,
+    ) -> float | None:
+        """Check that ``predicate`` (sync or async) becomes true within ``timeout`` units.
+
+        Records the check with the time it took; returns that time, or None if it did not
+        hold in time (the scenario goes on, so the report shows everything that failed).
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + seconds(timeout)
+        last_error = ""
+        while True:
+            try:
+                result = predicate()
+                if inspect.isawaitable(result):
+                    result = await result
+                if result:
+                    took = loop.time() - started
+                    extra = f", {detail()}" if detail else ""
+                    self.check(what, True, f"after {took:.2f} s{extra}")
+                    return took
+            except (OSError, TimeoutError, ValueError) as e:
+                last_error = f"{type(e).__name__}: {e}"
+            if loop.time() >= deadline:
+                extra = f"; {detail()}" if detail else ""
+                extra += f"; last error {last_error}" if last_error else ""
+                self.check(what, False, f"not within {seconds(timeout):.0f} s{extra}")
+                return None
+            await asyncio.sleep(poll)
+
+    async def holds_for(
+        self, predicate: Callable[[], Any], what: str, duration: float, poll: float = 0.1
+    ) -> bool:
+        """Check that ``predicate`` stays true for ``duration`` s (something must NOT happen)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + duration
+        while loop.time() < end:
+            result = predicate()
+            if inspect.isawaitable(result):
+                result = await result
+            if not result:
+                return self.check(what, False, f"broke after {duration - (end - loop.time()):.2f} s")
+            await asyncio.sleep(poll)
+        return self.check(what, True, f"for {duration:.1f} s")
+
+    # ---- observing the server -----------------------------------------------------------------
+    async def metrics(self, stack: GatewayStack | None = None) -> dict[str, float]:
+        """The server's /metrics as {"name{labels}": value}; through exec if unreachable."""
+        text = await self.blocking(_metrics_text, stack or self.stack)
+        return parse_metrics(text)
+
+    async def gauge(self, stack: GatewayStack | None = None) -> float:
+        """The server's active-connection gauge (``ws_connections_active``)."""
+        return (await self.metrics(stack))["ws_connections_active"]
+
+    async def server_events(
+        self, stack: GatewayStack | None = None, event: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The server's JSON log lines, optionally only those of one ``event``."""
+        logs = await self.blocking((stack or self.stack).server.logs)
+        return [e for e in parse_events(logs) if event is None or e.get("event") == event]
+
+
+def _metrics_text(stack: GatewayStack) -> str:
+    try:
+        with urllib.request.urlopen(f"{stack.server_http}/metrics", timeout=2) as response:
+            return response.read().decode()
+    except (OSError, KeyError):
+        # Cut off the network (scenario 4): ask from inside the container.
+        code, out = stack.server.exec(
+            [
+                "python3",
+                "-c",
+                "import urllib.request;print(urllib.request.urlopen("
+                "'http://127.0.0.1:3000/metrics',timeout=2).read().decode())",
+            ]
+        )
+        if code != 0:
+            raise OSError(f"metrics from inside the server container failed: {out[-200:]}") from None
+        return out
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text format -> {"name" or "name{k=v,...}" (labels sorted): value}."""
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if not match or line.startswith("#"):
+            continue
+        name, labels, value = match.groups()
+        key = name
+        if labels:
+            pairs = sorted(_LABEL.findall(labels))
+            if pairs:
+                key = name + "{" + ",".join(f"{k}={v}" for k, v in pairs) + "}"
+        samples[key] = float(value)
+    return samples
+
+
+def parse_events(logs: str) -> list[dict[str, Any]]:
+    """The JSON objects among ``logs``' lines (others are skipped)."""
+    events = []
+    for line in logs.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return events
+
+
+async def execute(scenario: Scenario, stacks: dict[str, GatewayStack], report: Report) -> Report:
+    """Run ``scenario`` on started ``stacks`` within its deadline; the report has the verdict."""
+    ctx = Context(scenario, stacks, report)
+    report.note(f"stacks: {', '.join(f'{role}={s.name}' for role, s in stacks.items())}")
+    try:
+        async with asyncio.timeout(seconds(scenario.deadline)) as deadline:
+            await scenario.run(ctx)
+    except TimeoutError as e:
+        if deadline.expired():
+            report.check(
+                f"scenario finished within its deadline of {seconds(scenario.deadline):.0f} s",
+                False,
+                "deadline passed",
+            )
+        else:
+            report.error("scenario ran without an unexpected error", e)
+    except Exception as e:
+        report.error("scenario ran without an unexpected error", e)
+    return report
+
+
+def run(scenario: Scenario, stacks: dict[str, GatewayStack], report: Report) -> Report:
+    """Synchronous :func:`execute` (pytest and the CLI call this)."""
+    return asyncio.run(execute(scenario, stacks, report))

@@ -1,0 +1,83 @@
+"""Pieces several scenarios share: the NGINX address, client accounting, tallies."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+from stack.client import Fleet, Session
+from stack.gateway import GatewayStack
+from stack.scenarios.base import Context
+
+
+class NginxUrl:
+    """The stack's ws:// URL through NGINX, refreshed on demand.
+
+    A test stack publishes NGINX on a random host port, which Docker picks anew when the
+    container restarts. Clients read :meth:`get` (no Docker call: they run in the event
+    loop); the scenario calls :meth:`refresh` after a restart.
+    """
+
+    def __init__(self, stack: GatewayStack) -> None:
+        self.stack = stack
+        self.value = stack.url
+
+    def get(self) -> str:
+        return self.value
+
+    async def refresh(self, ctx: Context) -> str:
+        self.value = await ctx.blocking(lambda: self.stack.url)
+        return self.value
+
+
+def account(ctx: Context, fleet: Fleet, *, failures_expected: bool = True) -> bool:
+    """Check the ledger of every client after they stopped: nothing lost silently.
+
+    Every message must have come back intact, or have failed with its connection (reported
+    with the reason). None corrupted, none pending, none without echo on a live
+    connection, no echo that matches nothing.
+    """
+    totals = fleet.totals()
+    ctx.figure("messages sent", totals["sent"])
+    ctx.figure("messages echoed intact", totals["echoed"])
+    ctx.figure("messages failed with their connection (reported)", totals["failed"])
+    failed = fleet.failed_messages()
+    reasons = Counter(_reason_kind(m.reason) for m in failed)
+    if reasons:
+        ctx.note("failures by reason: " + ", ".join(f"{r}: {n}" for r, n in reasons.items()))
+    ok = ctx.check(
+        "every message accounted for: echoed intact or failed with its connection",
+        totals["echoed"] + totals["failed"] == totals["sent"]
+        and totals["pending"] == 0
+        and totals["corrupted"] == 0
+        and totals["lost_at_stop"] == 0
+        and totals["stray"] == 0
+        and all(m.reason for m in failed),
+        ", ".join(f"{k}={v}" for k, v in totals.items()),
+    )
+    if not failures_expected:
+        ok &= ctx.check("no message failed", totals["failed"] == 0, f"failed={totals['failed']}")
+    return ok
+
+
+def _reason_kind(reason: str) -> str:
+    """'connection broke before its echo: close 1006 by network (session 1)' -> the middle."""
+    head = reason.split(": ", 1)[-1]
+    return head.rsplit(" (session", 1)[0]
+
+
+def codes(sessions: Iterable[Session]) -> str:
+    """A tally of close codes and who closed, e.g. '1006/network x50'."""
+    tally = Counter(f"{s.code}/{s.closed_by}" for s in sessions if not s.open)
+    return ", ".join(f"{k} x{n}" for k, n in sorted(tally.items())) or "none"
+
+
+def spread(values: list[float]) -> str:
+    """min / median / max of ``values`` in seconds."""
+    if not values:
+        return "n/a"
+    ordered = sorted(values)
+    return (
+        f"min {ordered[0]:.2f} s, median {ordered[len(ordered) // 2]:.2f} s,"
+        f" max {ordered[-1]:.2f} s"
+    )
