@@ -72,6 +72,7 @@ names=()
 for setting in "${SETTINGS[@]}"; do
     names+=("${setting%%|*}")
 done
+# shellcheck disable=SC2016 # literal ${NAME} tokens for envsubst, not expansions
 shell_format='${WSGW_RUNTIME_DIR}'
 for name in "${names[@]}"; do
     shell_format+=" \${$name}"
@@ -145,8 +146,9 @@ check_value() {
         ;;
     workers)
         if [[ $value != auto ]]; then
-            [[ $value =~ ^[0-9]{1,4}$ ]] && ((10#$value >= 1 && 10#$value <= 1024)) ||
+            if ! [[ $value =~ ^[0-9]{1,4}$ ]] || ((10#$value < 1 || 10#$value > 1024)); then
                 config_error "$name" "$value" "is not a worker count" "auto | 1..1024"
+            fi
         fi
         ;;
     host)
@@ -227,7 +229,8 @@ fit_rlimit_to_container() {
     hard=$(ulimit -Hn)
     if [[ $hard != unlimited ]] && ((10#$WORKER_RLIMIT_NOFILE > hard)); then
         log "warning: WORKER_RLIMIT_NOFILE=$WORKER_RLIMIT_NOFILE exceeds the container's hard" \
-            "nofile limit $hard; using $hard (raise it: docker run --ulimit nofile=$WORKER_RLIMIT_NOFILE:$WORKER_RLIMIT_NOFILE)"
+            "nofile limit $hard; using $hard, so one worker holds at most ~$(((hard - 16) / 2))" \
+            "WebSockets (raise it: docker run --ulimit nofile=$WORKER_RLIMIT_NOFILE:$WORKER_RLIMIT_NOFILE)"
         export WORKER_RLIMIT_NOFILE=$hard
     fi
 }
