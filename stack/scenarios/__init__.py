@@ -13,6 +13,7 @@ from stack.scenarios.report import Report
 
 _MODULES = (
     "nginx_restart",
+    "nginx_reload",
 )
 
 

@@ -75,6 +75,11 @@ class Context:
         """Run a blocking call (Docker, HTTP) in a thread, so the clients keep running."""
         return await asyncio.to_thread(fn, *args, **kwargs)
 
+    @staticmethod
+    def background(fn: Callable[..., T], *args: Any, **kwargs: Any) -> asyncio.Task[T]:
+        """Start a blocking call in a thread now; await the task for its result."""
+        return asyncio.get_running_loop().create_task(asyncio.to_thread(fn, *args, **kwargs))
+
     async def expect(
         self,
         predicate: Callable[[], Any],

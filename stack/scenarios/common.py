@@ -81,3 +81,23 @@ def spread(values: list[float]) -> str:
         f"min {ordered[0]:.2f} s, median {ordered[len(ordered) // 2]:.2f} s,"
         f" max {ordered[-1]:.2f} s"
     )
+
+
+_PROCESSES = 'for p in /proc/[0-9]*; do printf "%s %s\\n" "${p#/proc/}" "$(tr "\\0" " " < "$p/cmdline")"; done'
+
+
+def nginx_workers(stack: GatewayStack) -> dict[int, str]:
+    """NGINX worker processes in the container: {pid: title} (blocking: Docker exec)."""
+    code, out = stack.nginx.exec(["sh", "-c", _PROCESSES + " 2>/dev/null; true"])
+    workers = {}
+    for line in out.splitlines():
+        pid, _, title = line.partition(" ")
+        if "nginx: worker process" in title and pid.isdigit():
+            workers[int(pid)] = title.strip()
+    return workers
+
+
+def nginx_master_pid_started(stack: GatewayStack) -> tuple[str, str]:
+    """(container id, start time) of the NGINX container: unchanged means not restarted."""
+    attrs = stack.nginx.docker.attrs
+    return attrs["Id"], attrs["State"]["StartedAt"]
