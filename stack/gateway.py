@@ -225,8 +225,8 @@ class GatewayStack:
         self.backend.connect(self.server.docker.id, ["server"])
 
     def reload_nginx(self) -> tuple[int, str]:
-        """Ask NGINX to re-read its rendered configuration (graceful: old workers drain)."""
-        return self.nginx.exec(["nginx", "-c", "/tmp/nginx/nginx.conf", "-s", "reload"])
+        """Test and re-read the rendered /tmp/nginx/nginx.conf (graceful: old workers drain)."""
+        return self.nginx.exec(["wsgw-nginx", "reload"])
 
 
 def remove_all(name: str | None = None) -> int:
