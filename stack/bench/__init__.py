@@ -1,0 +1,77 @@
+"""``python -m stack bench``: throughput, latency and capacity, compared in one run.
+
+    python -m stack bench                                   # the default profile (a few minutes)
+    python -m stack bench --phases throughput --duration 5  # one phase, shorter
+    python -m stack bench --only nginx,baseline             # runs whose name/setup/via match
+
+Parts: wsproto (a lean client), loadgen (client processes), baseline (the bare websockets
+echo), probes (container CPU and memory), runner (phases), report (JSON, Markdown, SVG).
+Reports go to reports/bench/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _csv(text: str) -> list[str]:
+    return [word.strip() for word in text.split(",") if word.strip()]
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``bench`` subcommand to ``python -m stack``."""
+    p = subparsers.add_parser(
+        "bench",
+        help="measure throughput, latency and capacity against the bare websockets echo",
+        description=__doc__.splitlines()[0],
+    )
+    p.add_argument(
+        "--phases",
+        default="throughput,latency,capacity",
+        help="comma-separated: throughput, latency, capacity (default: all)",
+    )
+    p.add_argument(
+        "--only",
+        type=_csv,
+        default=[],
+        help="only runs whose setup, target or name contains one of these words "
+        "(e.g. nginx,baseline,workers2,replicas2,logging,asyncio)",
+    )
+    p.add_argument("--duration", type=float, default=8.0, help="measured seconds per run (8)")
+    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds before each (2)")
+    p.add_argument("--connections", type=int, default=100, help="throughput connections (100)")
+    p.add_argument("--size", type=int, default=1024, help="message size in bytes (1024)")
+    p.add_argument("--text", action="store_true", help="text messages instead of binary")
+    p.add_argument("--inflight", type=int, default=8, help="messages in flight per connection (8)")
+    p.add_argument("--clients", type=int, default=2, help="load generator processes (2)")
+    p.add_argument("--rate", type=int, default=5000, help="latency: messages/s in total (5000)")
+    p.add_argument(
+        "--latency-connections", type=int, default=100, help="latency: connections (100)"
+    )
+    p.add_argument(
+        "--capacity",
+        type=int,
+        default=20000,
+        help="capacity: connections to ramp to through NGINX (20000)",
+    )
+    p.add_argument("--capacity-step", type=int, default=5000, help="capacity: ramp step (5000)")
+    p.add_argument(
+        "--capacity-sample",
+        type=int,
+        default=1000,
+        help="capacity: connections that must still echo at the end (1000)",
+    )
+    p.add_argument(
+        "--ping-interval",
+        type=float,
+        default=10.0,
+        help="capacity: server heartbeat interval, WS_PING_INTERVAL (10 s)",
+    )
+    p.set_defaults(run=_run)
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    from stack.bench.runner import main
+
+    return main(args)

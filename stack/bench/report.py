@@ -1,0 +1,324 @@
+"""The bench's outputs: a terminal table, JSON, Markdown and an SVG latency plot."""
+
+# Markdown and SVG templates read better unbroken.
+# ruff: noqa: E501
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+CURVE_POINTS = (0, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 100)
+
+
+def curve(ordered: list[float]) -> list[tuple[float, float]]:
+    """(percentile, milliseconds) points of a sorted sample, for the plot."""
+    if not ordered:
+        return []
+    out = []
+    for q in CURVE_POINTS:
+        rank = min(len(ordered), max(1, math.ceil(q / 100 * len(ordered))))
+        out.append((q, ordered[rank - 1] * 1e3))
+    return out
+
+
+def _row(results: dict, via: str, name_part: str = "") -> dict | None:
+    for row in results.get("throughput", []):
+        if row["via"] == via and name_part in row["name"]:
+            return row
+    return None
+
+
+def _find(rows: list[dict], name: str) -> dict | None:
+    return next((r for r in rows if r["name"] == name), None)
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of issue #5: the measured figure, whether it is met, what it was."""
+    out: list[dict[str, Any]] = []
+    rows = results.get("throughput", [])
+    base = _find(rows, "bare websockets echo (asyncio)")
+    direct = _find(rows, "gateway direct")
+    via = _find(rows, "gateway via NGINX")
+    logging_on = _find(rows, "gateway direct, message logging on")
+    if base and direct:
+        ratio = direct["messages_per_s"] / base["messages_per_s"]
+        out.append(
+            {
+                "target": "gateway direct >= 1.0x bare websockets echo (asyncio), logging off",
+                "figure": f"{ratio:.2f}x ({direct['messages_per_s']:,.0f} vs {base['messages_per_s']:,.0f} msg/s)",
+                "met": ratio >= 1.0,
+            }
+        )
+    if direct and logging_on:
+        ratio = logging_on["messages_per_s"] / direct["messages_per_s"]
+        out.append(
+            {
+                "target": "cost of message logging (stated, no threshold)",
+                "figure": f"{ratio:.2f}x of logging off ({logging_on['messages_per_s']:,.0f} msg/s)",
+                "met": None,
+            }
+        )
+    if direct and via:
+        ratio = via["messages_per_s"] / direct["messages_per_s"]
+        out.append(
+            {
+                "target": "via NGINX >= 0.7x gateway direct",
+                "figure": f"{ratio:.2f}x ({via['messages_per_s']:,.0f} vs {direct['messages_per_s']:,.0f} msg/s)",
+                "met": ratio >= 0.7,
+            }
+        )
+    lat = _find(results.get("latency", []), "gateway via NGINX")
+    if lat:
+        out.append(
+            {
+                "target": f"p99 < 2 ms via NGINX at {lat['rate']:,}/s, {lat['connections']} connections, {lat['size']} B",
+                "figure": f"p99 {lat['p99_ms']:.2f} ms (p50 {lat['p50_ms']:.2f}, p99.9 {lat['p999_ms']:.2f}, max {lat['max_ms']:.1f})",
+                "met": lat["p99_ms"] < 2.0,
+            }
+        )
+    cap = results.get("capacity")
+    if cap and "held" in cap:
+        ok = cap["held"] >= 20000 and cap.get("sample_failed", 1) == 0
+        out.append(
+            {
+                "target": "20,000 connections held via NGINX with heartbeats, sample echoes",
+                "figure": f"{cap['held']:,} held, {cap['pings_during_hold']:,} pings answered, "
+                f"sample {cap['sample_ok']}/{cap['sample_ok'] + cap['sample_failed']} echoed",
+                "met": ok,
+            }
+        )
+        for role in ("server", "nginx"):
+            per = cap[f"{role}_bytes_per_connection"] / 1024
+            out.append(
+                {
+                    "target": f"memory per idle connection, {role} < 20 KiB",
+                    "figure": f"{per:.1f} KiB (cgroup), {cap[f'{role}_anon_bytes_per_connection'] / 1024:.1f} KiB (RssAnon)",
+                    "met": per < 20,
+                }
+            )
+    scale = [r for r in rows if "WS_WORKERS=2" in r["name"] or "replicas" in r["name"]]
+    for row in scale:
+        ref = direct if row["via"] == "direct" else via
+        if ref:
+            out.append(
+                {
+                    "target": f"use both cores: {row['name']}",
+                    "figure": f"{row['messages_per_s'] / ref['messages_per_s']:.2f}x of one process "
+                    f"({row['messages_per_s']:,.0f} msg/s)",
+                    "met": None,
+                }
+            )
+    return out
+
+
+def _cpu(cpu: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.0%}" for k, v in cpu.items())
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results.get("machine", {})
+    s = results.get("settings", {})
+    lines = [
+        f"# websocket-gateway bench, {results.get('started', '')}",
+        "",
+        f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores shared by the load generator, "
+        f"NGINX and the server; {m.get('memory', '?')} RAM; Linux {m.get('kernel', '?')}; "
+        f"Docker {m.get('docker', '?')}. Server image: Python {m.get('server_python', '?')}, "
+        f"websockets {m.get('websockets', '?')}, uvloop {m.get('uvloop', '?')}; {m.get('nginx', '?')}. "
+        f"Container limits (docker-compose.yaml): {m.get('container_limits', '?')}. "
+        f"Load average at start {m.get('load_average', '?')}, at end {m.get('load_average_end', '?')}.",
+        "",
+        "NGINX per-IP limits raised for the bench (all load comes from one address): "
+        + ", ".join(f"{k}={v}" for k, v in results.get("nginx_env", {}).items())
+        + ". Server: "
+        + ", ".join(f"{k}={v}" for k, v in results.get("server_env", {}).items())
+        + " unless a row says otherwise.",
+        "",
+    ]
+    rows = results.get("throughput", [])
+    if rows:
+        lines += [
+            f"## Throughput: {s.get('connections')} connections, {s.get('size')} B "
+            f"{'text' if s.get('text') else 'binary'} messages, {s.get('inflight')} in flight each, "
+            f"{s.get('duration')} s after {s.get('warmup')} s warm-up, {s.get('clients')} client processes",
+            "",
+            "| run | msg/s | MB/s | vs bare (asyncio) | client CPU | server / NGINX CPU | errors |",
+            "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+        ]
+        base = _find(rows, "bare websockets echo (asyncio)")
+        for r in rows:
+            ratio = f"{r['messages_per_s'] / base['messages_per_s']:.2f}x" if base else "-"
+            problems = r["failed_connections"] + r["mismatches"] + r["lost"]
+            errs = (
+                "none"
+                if not problems and not r["errors"]
+                else (
+                    f"{r['failed_connections']} failed, {r['mismatches']} mismatched, {r['lost']} lost {r['errors'] or ''}"
+                )
+            )
+            lines.append(
+                f"| {r['name']} | {r['messages_per_s']:,.0f} | {r['mb_per_s']:.1f} | {ratio} | "
+                f"{r['client_cpu']:.0%} | {_cpu(r['cpu'])} | {errs} |"
+            )
+        lines.append("")
+        lines.append(
+            "MB/s counts echoed payload bytes received by the clients. CPU is a share of "
+            "one core over the measured window (cgroup CPU time for containers, "
+            "process time for the client processes)."
+        )
+        lines.append("")
+    lat = results.get("latency", [])
+    if lat:
+        lines += [
+            f"## Latency: {s.get('rate'):,} messages/s in total over {s.get('latency_connections')} "
+            f"connections, {s.get('size')} B, round trip as the client sees it",
+            "",
+            "| run | achieved/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | client CPU | server / NGINX CPU |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for r in lat:
+            lines.append(
+                f"| {r['name']} | {r['achieved_rate']:,.0f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
+                f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['max_ms']:.2f} | {r['client_cpu']:.0%} | "
+                f"{_cpu(r['cpu'])} |"
+            )
+        lines += ["", "![latency percentiles](latency.svg)", ""]
+    cap = results.get("capacity")
+    if cap and "held" in cap:
+        lines += [
+            f"## Capacity: idle connections through NGINX ({cap['setup']})",
+            "",
+            f"Target {cap['target']:,}; reached {cap['reached']:,}; held {cap['held']:,} for "
+            f"{cap['hold_seconds']:.0f} s with {cap['pings_during_hold']:,} heartbeat pings answered; "
+            f"sample of {cap['sample_ok'] + cap['sample_failed']:,} connections: {cap['sample_ok']:,} echoed intact. "
+            f"Limit: {cap.get('limit') or 'none hit (target reached)'}.",
+            "",
+            "| | idle | at the end | per connection (cgroup) | per connection (RssAnon) | container limit |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for role in ("server", "nginx"):
+            lines.append(
+                f"| {role} | {cap['idle_memory'][role] / 2**20:.1f} MiB | {cap['memory'][role] / 2**20:.1f} MiB | "
+                f"{cap[f'{role}_bytes_per_connection'] / 1024:.1f} KiB | "
+                f"{cap[f'{role}_anon_bytes_per_connection'] / 1024:.1f} KiB | "
+                f"{cap['memory_limits'][role] / 2**20:.0f} MiB |"
+            )
+        lines += [
+            "",
+            "| connections | server MiB | NGINX MiB | failed in step |",
+            "| ---: | ---: | ---: | --- |",
+        ]
+        for step in cap["steps"]:
+            lines.append(
+                f"| {step['connections']:,} | {step['server_bytes'] / 2**20:.1f} | "
+                f"{step['nginx_bytes'] / 2**20:.1f} | {step['failed']} {step['errors'] or ''} |"
+            )
+        lines.append("")
+    tg = results.get("targets", [])
+    if tg:
+        lines += ["## Targets", "", "| target | measured | met |", "| --- | --- | --- |"]
+        for t in tg:
+            met = "n/a" if t["met"] is None else ("yes" if t["met"] else "**no**")
+            lines.append(f"| {t['target']} | {t['figure']} | {met} |")
+        lines.append("")
+    for note in results.get("notes", []):
+        lines.append(f"- {note}")
+    return "\n".join(lines) + "\n"
+
+
+def svg(results: dict[str, Any]) -> str:
+    """Round trip (log scale) against percentile, one line per latency run."""
+    rows = [r for r in results.get("latency", []) if r.get("curve")]
+    width, height, left, bottom, top, right = 720, 360, 60, 40, 20, 220
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"]
+    qs = list(CURVE_POINTS)
+    all_ms = [ms for r in rows for _, ms in r["curve"] if ms > 0]
+    lo = 10 ** math.floor(math.log10(min(all_ms))) if all_ms else 0.01
+    hi = 10 ** math.ceil(math.log10(max(all_ms))) if all_ms else 100
+
+    def x(i: int) -> float:
+        return left + i * (width - left - right) / (len(qs) - 1)
+
+    def y(ms: float) -> float:
+        ms = max(ms, lo)
+        frac = (math.log10(ms) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+        return height - bottom - frac * (height - bottom - top)
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        'font-family="sans-serif" font-size="11">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+    ]
+    decade = lo
+    while decade <= hi * 1.0001:
+        out.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y(decade):.1f}" y2="{y(decade):.1f}" stroke="#ddd"/>'
+        )
+        out.append(
+            f'<text x="{left - 6}" y="{y(decade) + 4:.1f}" text-anchor="end">{decade:g} ms</text>'
+        )
+        decade *= 10
+    for i, q in enumerate(qs):
+        out.append(
+            f'<text x="{x(i):.1f}" y="{height - bottom + 16}" text-anchor="middle">p{q:g}</text>'
+        )
+    for n, r in enumerate(rows):
+        color = colors[n % len(colors)]
+        points = " ".join(f"{x(i):.1f},{y(ms):.1f}" for i, (_, ms) in enumerate(r["curve"]))
+        out.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{points}"/>')
+        out.append(
+            f'<text x="{width - right + 10}" y="{top + 16 * (n + 1)}" fill="{color}">{r["name"]}</text>'
+        )
+    out.append(
+        f'<text x="{left}" y="{top - 6}">round trip at {rows[0]["rate"]:,}/s' if rows else "<text>"
+    )
+    out[-1] += "</text>"
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def write(results: dict[str, Any], folder: Path, stamp: str) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in (f"bench-{stamp}", "latest"):
+        json_path = folder / f"{name}.json"
+        json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        md_path = folder / f"{name}.md"
+        md_path.write_text(markdown(results))
+        paths += [json_path, md_path]
+    if results.get("latency"):
+        svg_path = folder / "latency.svg"
+        svg_path.write_text(svg(results))
+        paths.append(svg_path)
+    return paths
+
+
+def table(results: dict[str, Any]) -> Table:
+    t = Table(title="websocket-gateway bench")
+    for col in ("run", "msg/s", "MB/s", "client CPU", "server / NGINX CPU"):
+        t.add_column(col, justify="right" if col != "run" else "left")
+    for r in results.get("throughput", []):
+        t.add_row(
+            r["name"],
+            f"{r['messages_per_s']:,.0f}",
+            f"{r['mb_per_s']:.1f}",
+            f"{r['client_cpu']:.0%}",
+            _cpu(r["cpu"]),
+        )
+    for r in results.get("latency", []):
+        t.add_row(
+            f"latency {r['name']}",
+            f"p50 {r['p50_ms']:.2f} ms",
+            f"p99 {r['p99_ms']:.2f} ms",
+            f"{r['client_cpu']:.0%}",
+            _cpu(r["cpu"]),
+        )
+    for tg in results.get("targets", []):
+        met = "n/a" if tg["met"] is None else ("met" if tg["met"] else "NOT met")
+        t.add_row(tg["target"], met, "", "", tg["figure"])
+    return t

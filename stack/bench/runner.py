@@ -1,0 +1,655 @@
+"""``python -m stack bench``: throughput, latency and capacity of the gateway, in one run.
+
+Every figure is measured in this run, against the bare ``websockets`` echo (baseline.py) in
+a container with the server's own image and limits, so ratios hold even on a busy machine.
+Load comes from client processes (loadgen.py) on the host; their CPU, the server's and
+NGINX's are reported beside each figure. Everything started here is one private stack per
+server configuration, taken down before the next (and on any error or Ctrl-C).
+
+Addresses: "direct" is the server's address on the stack's backend network, "nginx" is
+NGINX's address on the edge network (port 8080, Host: localhost). Both are networks of
+this stack only; the published 127.0.0.1 port is not used because Docker relays it through
+a userland proxy on this engine, which would add its own CPU cost to every NGINX figure.
+"""
+
+from __future__ import annotations
+
+import array
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from testcontainers.core.config import testcontainers_config
+
+from stack import compose_file, images
+from stack.bench import baseline, probes, report
+from stack.bench.loadgen import ClientPool, Target, raise_fd_limit, split
+from stack.docker_client import client
+from stack.gateway import LABEL, NGINX_PORT, SERVER_PORT, GatewayStack, StackOptions
+from stack.waits import http_ok, until
+
+ROOT = Path(__file__).resolve().parents[2]
+REPORTS = ROOT / "reports" / "bench"
+
+# Every connection of the bench comes from one source address (the host's address on the
+# stack's networks), so NGINX's per-client-IP abuse limits would throttle the load
+# generator and fake a failure or a ceiling. The bench raises them to their maxima on
+# purpose (nginx/entrypoint.sh validates these names and ranges) and says so in the report.
+NGINX_BENCH_ENV = {
+    "WS_RATE_LIMIT": "100000r/s",
+    "WS_RATE_BURST": "100000",
+    "WS_CONN_LIMIT_PER_IP": "65535",
+}
+# Message logging off unless a setup says otherwise: what it costs is a row of its own.
+SERVER_BENCH_ENV = {"WS_LOG_MESSAGES": "false", "WS_MAX_CONNECTIONS": "1000000"}
+
+
+@dataclass
+class Setup:
+    """One server configuration: a stack of its own."""
+
+    key: str
+    title: str
+    server_env: dict[str, str] = field(default_factory=dict)
+    nginx_env: dict[str, str] = field(default_factory=dict)
+    server_cpus: float | None = None  # CPU limit of the server container (compose: 1.0)
+    replicas: int = 1  # server containers behind NGINX (compose --scale server=N)
+
+
+@dataclass
+class Run:
+    """One throughput measurement: where to send the load, under which setup."""
+
+    name: str
+    setup: str
+    via: str  # direct | nginx | baseline-asyncio | baseline-uvloop
+    note: str = ""
+
+
+SETUPS = {
+    "default": Setup("default", "gateway, message logging off"),
+    "asyncio": Setup(
+        "asyncio", "gateway on the default asyncio loop", {"WS_EVENT_LOOP": "asyncio"}
+    ),
+    "logging": Setup("logging", "gateway, message logging on", {"WS_LOG_MESSAGES": "true"}),
+    "workers2": Setup(
+        "workers2", "gateway, WS_WORKERS=2 (CPU limit 2.0)", {"WS_WORKERS": "2"}, server_cpus=2.0
+    ),
+    "replicas2": Setup("replicas2", "gateway, 2 replicas (compose --scale server=2)", replicas=2),
+}
+
+THROUGHPUT_RUNS = [
+    Run("bare websockets echo (asyncio)", "default", "baseline-asyncio"),
+    Run("bare websockets echo (uvloop)", "default", "baseline-uvloop"),
+    Run("gateway direct", "default", "direct"),
+    Run("gateway via NGINX", "default", "nginx"),
+    Run("gateway direct, asyncio loop", "asyncio", "direct"),
+    Run("gateway direct, message logging on", "logging", "direct"),
+    Run("gateway via NGINX, message logging on", "logging", "nginx"),
+    Run("gateway direct, WS_WORKERS=2", "workers2", "direct"),
+    Run("gateway via NGINX, WS_WORKERS=2", "workers2", "nginx"),
+    Run("gateway via NGINX, 2 replicas", "replicas2", "nginx"),
+]
+LATENCY_RUNS = [
+    Run("bare websockets echo (asyncio)", "default", "baseline-asyncio"),
+    Run("gateway direct", "default", "direct"),
+    Run("gateway via NGINX", "default", "nginx"),
+]
+
+
+def percentile(sorted_values: list[float] | array.array, q: float) -> float:
+    """The q-th percentile (0..100) of sorted values, nearest rank."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+class Bench:
+    def __init__(self, args: Any, console: Console | None = None) -> None:
+        self.args = args
+        self.console = console or Console()
+        self.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+        self.results: dict[str, Any] = {
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "settings": {
+                k: v for k, v in vars(args).items() if k not in ("run",) and not callable(v)
+            },
+            "nginx_env": NGINX_BENCH_ENV,
+            "server_env": SERVER_BENCH_ENV,
+            "throughput": [],
+            "latency": [],
+            "capacity": None,
+            "notes": [],
+        }
+        self.stack_prefix = f"wsgw-bench-{int(time.time()) % 100000}"
+
+    # ---- orchestration ---------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        testcontainers_config.ryuk_disabled = True  # our own teardown removes everything
+        fd_limit = raise_fd_limit()
+        self.console.print(f"[bold]websocket-gateway bench[/]: phases {', '.join(self.phases)}")
+        tags = images.ensure_all()
+        self.results["machine"] = probes.machine(tags["server"], tags["nginx"])
+        self.results["machine"]["host_fd_limit"] = str(fd_limit)
+        self.results["machine"]["container_limits"] = self._limits_text()
+        throughput_runs = [r for r in THROUGHPUT_RUNS if self._wanted(r)]
+        latency_runs = [r for r in LATENCY_RUNS if self._wanted(r)]
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description:<48}"),
+            BarColumn(bar_width=24),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=self.console,
+            transient=False,
+        ) as progress:
+            self.progress = progress
+            for key in dict.fromkeys(r.setup for r in throughput_runs + latency_runs):
+                runs_t = [r for r in throughput_runs if r.setup == key]
+                runs_l = [r for r in latency_runs if r.setup == key]
+                if "throughput" not in self.phases:
+                    runs_t = []
+                if "latency" not in self.phases:
+                    runs_l = []
+                if runs_t or runs_l:
+                    self._with_setup(SETUPS[key], runs_t, runs_l)
+            if "capacity" in self.phases:
+                self._capacity()
+        self.results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+        self.results["machine"]["load_average_end"] = probes.load_average()
+        self.results["targets"] = report.targets(self.results)
+        return self.results
+
+    def _wanted(self, run: Run) -> bool:
+        only = self.args.only
+        return not only or any(word in f"{run.setup}:{run.via}:{run.name}" for word in only)
+
+    def _limits_text(self) -> str:
+        server = compose_file.runtime_kwargs("server")
+        nginx = compose_file.runtime_kwargs("nginx")
+
+        def one(kw: dict) -> str:
+            nofile = next((u["Soft"] for u in kw["ulimits"] if u["Name"] == "nofile"), "?")
+            cpus, mib = kw["nano_cpus"] / 1e9, kw["mem_limit"] / 2**20
+            return f"{cpus:.1f} CPU, {mib:.0f} MiB, nofile {nofile}"
+
+        return f"server {one(server)}; NGINX {one(nginx)}"
+
+    def _stack(
+        self, setup: Setup, extra_server: dict | None = None, extra_nginx: dict | None = None
+    ):
+        name = f"{self.stack_prefix}-{setup.key}"
+        options = StackOptions(
+            server_env={**SERVER_BENCH_ENV, **setup.server_env, **(extra_server or {})},
+            nginx_env={**NGINX_BENCH_ENV, **setup.nginx_env, **(extra_nginx or {})},
+        )
+        task = self.progress.add_task(f"start stack {name}", total=None, info="")
+        stack = GatewayStack.up(name, options)
+        try:
+            if setup.server_cpus:
+                set_cpus(stack.server.docker.id, setup.server_cpus)
+            for n in range(2, setup.replicas + 1):
+                self._add_replica(stack, n)
+        except BaseException:
+            stack.down()
+            raise
+        self.progress.update(task, total=1, completed=1, info="up")
+        return stack
+
+    def _add_replica(self, stack: GatewayStack, n: int) -> None:
+        """Another server container under the network alias "server" (compose --scale)."""
+        env = {**compose_file.environment("server"), **stack.options.server_env}
+        kwargs = compose_file.runtime_kwargs("server")
+        container = client().containers.create(
+            images.ensure(images.SERVER),
+            name=f"{stack.name}-server-{n}",
+            environment=env,
+            labels=dict(stack.labels),
+            network=stack.backend.name,
+            networking_config={
+                stack.backend.name: client().api.create_endpoint_config(aliases=["server"])
+            },
+            **kwargs,
+        )
+        container.start()
+        container.reload()
+        ip = container.attrs["NetworkSettings"]["Networks"][stack.backend.name]["IPAddress"]
+        http_ok(f"http://{ip}:{SERVER_PORT}/readyz", f"replica {n} ready")
+        # NGINX re-resolves "server" every RESOLVER_VALID (5 s): give it that and a margin.
+        time.sleep(7)
+
+    def _with_setup(self, setup: Setup, runs_t: list[Run], runs_l: list[Run]) -> None:
+        stack = self._stack(setup)
+        baselines: dict[str, Any] = {}
+        try:
+            for run in runs_t + runs_l:
+                if run.via.startswith("baseline-") and run.via not in baselines:
+                    loop = run.via.split("-", 1)[1]
+                    container = baseline.start(stack, loop)
+                    ip = baseline.address(container, stack.backend.name)
+                    until(
+                        lambda ip=ip: GatewayStack.echo_once(f"ws://{ip}:{baseline.PORT}/"),
+                        f"baseline {loop} echoes",
+                        30,
+                        errors=(OSError, TimeoutError, Exception),
+                    )
+                    baselines[run.via] = container
+            for run in runs_t:
+                self._throughput(stack, setup, run, baselines)
+            for run in runs_l:
+                self._latency(stack, setup, run, baselines)
+        finally:
+            stack.down()
+
+    def _target(
+        self, stack: GatewayStack, via: str, baselines: dict
+    ) -> tuple[list[Target], dict[str, str]]:
+        """Where the load goes, and which containers' CPU to report."""
+        if via.startswith("baseline-"):
+            container = baselines[via]
+            ip = baseline.address(container, stack.backend.name)
+            return [Target(ip, baseline.PORT)], {"server": container.id}
+        servers = [
+            c.id
+            for c in client().containers.list(filters={"label": f"{LABEL}={stack.name}"})
+            if f"{stack.name}-server" in c.name
+        ]
+        cpu = {f"server{i + 1 if len(servers) > 1 else ''}": cid for i, cid in enumerate(servers)}
+        if via == "direct":
+            return [Target(stack.server_ip, SERVER_PORT)], cpu
+        cpu["nginx"] = stack.nginx.docker.id
+        return [Target(stack.nginx.ip(stack.edge), NGINX_PORT)], cpu
+
+    # ---- throughput ------------------------------------------------------------------------
+    def _throughput(self, stack: GatewayStack, setup: Setup, run: Run, baselines: dict) -> None:
+        a = self.args
+        targets, containers = self._target(stack, run.via, baselines)
+        with ClientPool(a.clients) as pool:
+            row = self._measure_throughput(pool, run, targets, containers)
+        row["setup"] = setup.title
+        self.results["throughput"].append(row)
+
+    def _measure_throughput(
+        self, pool: ClientPool, run: Run, targets, containers
+    ) -> dict[str, Any]:
+        a = self.args
+        task = self.progress.add_task(
+            f"throughput: {run.name}", total=a.warmup + a.duration, info="connecting"
+        )
+        tlist = [(t.host, t.port, t.host_header) for t in targets]
+        opened = pool.call(
+            [{"op": "open", "targets": tlist, "count": n} for n in split(a.connections, a.clients)],
+            timeout=120,
+        )
+        failed = sum(r["failed"] for r in opened)
+        errors: dict[str, int] = {}
+        for r in opened:
+            for k, v in r["errors"].items():
+                errors[k] = errors.get(k, 0) + v
+        start_at = time.time() + 0.5
+        meter = probes.CpuMeter(containers)
+        window = (start_at + a.warmup, start_at + a.warmup + a.duration)
+        last = [time.monotonic(), pool.total(0)]
+
+        def tick() -> None:
+            now = time.time()
+            if not meter.start and now >= window[0]:
+                meter.begin(time.monotonic())
+            if meter.start and not meter.result and now >= window[1]:
+                meter.end(time.monotonic())
+            t, m = time.monotonic(), pool.total(0)
+            if t - last[0] >= 0.5:
+                rate = (m - last[1]) / (t - last[0])
+                last[:] = [t, m]
+                self.progress.update(
+                    task,
+                    completed=min(a.warmup + a.duration, max(0.0, now - start_at)),
+                    info=f"{rate:>9,.0f} msg/s",
+                )
+
+        results = pool.call(
+            {
+                "op": "throughput",
+                "size": a.size,
+                "text": a.text,
+                "inflight": a.inflight,
+                "start_at": start_at,
+                "warmup": a.warmup,
+                "duration": a.duration,
+            },
+            timeout=a.warmup + a.duration + 60,
+            tick=tick,
+        )
+        if meter.start and not meter.result:
+            meter.end(time.monotonic())
+        pool.call({"op": "close"}, timeout=60)
+        seconds = max(r["seconds"] for r in results)
+        messages = sum(r["messages"] for r in results)
+        payload = sum(r["bytes"] for r in results)
+        for r in results:
+            for k, v in r["errors"].items():
+                errors[k] = errors.get(k, 0) + v
+        row = {
+            "name": run.name,
+            "via": run.via,
+            "connections": a.connections,
+            "size": a.size,
+            "inflight": a.inflight,
+            "messages_per_s": messages / seconds,
+            "mb_per_s": payload / seconds / 1e6,
+            "client_cpu": sum(r["cpu_seconds"] for r in results) / seconds,
+            "client_processes": a.clients,
+            "cpu": meter.result,
+            "failed_connections": failed,
+            "mismatches": sum(r["mismatches"] for r in results),
+            "lost": sum(r["lost"] for r in results),
+            "errors": errors,
+        }
+        self.progress.update(
+            task,
+            completed=a.warmup + a.duration,
+            info=f"{row['messages_per_s']:>9,.0f} msg/s  {row['mb_per_s']:.1f} MB/s  "
+            f"client {row['client_cpu']:.0%}  "
+            + "  ".join(f"{k} {v:.0%}" for k, v in meter.result.items()),
+        )
+        return row
+
+    # ---- latency ---------------------------------------------------------------------------
+    def _latency(self, stack: GatewayStack, setup: Setup, run: Run, baselines: dict) -> None:
+        a = self.args
+        targets, containers = self._target(stack, run.via, baselines)
+        task = self.progress.add_task(
+            f"latency {a.rate:,}/s: {run.name}", total=a.warmup + a.duration, info="connecting"
+        )
+        tlist = [(t.host, t.port, t.host_header) for t in targets]
+        with ClientPool(a.clients) as pool:
+            pool.call(
+                [
+                    {"op": "open", "targets": tlist, "count": n}
+                    for n in split(a.latency_connections, a.clients)
+                ],
+                timeout=120,
+            )
+            start_at = time.time() + 0.5
+            meter = probes.CpuMeter(containers)
+            window = (start_at + a.warmup, start_at + a.warmup + a.duration)
+
+            def tick() -> None:
+                now = time.time()
+                if not meter.start and now >= window[0]:
+                    meter.begin(time.monotonic())
+                if meter.start and not meter.result and now >= window[1]:
+                    meter.end(time.monotonic())
+                self.progress.update(
+                    task, completed=min(a.warmup + a.duration, max(0.0, now - start_at)), info=""
+                )
+
+            shares = split(a.rate, a.clients)
+            results = pool.call(
+                [
+                    {
+                        "op": "latency",
+                        "size": a.size,
+                        "text": a.text,
+                        "rate": share,
+                        "start_at": start_at,
+                        "warmup": a.warmup,
+                        "duration": a.duration,
+                    }
+                    for share in shares
+                ],
+                timeout=a.warmup + a.duration + 60,
+                tick=tick,
+            )
+            if meter.start and not meter.result:
+                meter.end(time.monotonic())
+            pool.call({"op": "close"}, timeout=60)
+        samples = array.array("d")
+        for r in results:
+            samples.frombytes(r["samples"])
+        ordered = sorted(samples)
+        seconds = max(r["seconds"] for r in results) or a.duration
+        row = {
+            "name": run.name,
+            "via": run.via,
+            "setup": setup.title,
+            "rate": a.rate,
+            "achieved_rate": sum(r["sent"] for r in results) / seconds,
+            "connections": a.latency_connections,
+            "size": a.size,
+            "samples": len(ordered),
+            "p50_ms": percentile(ordered, 50) * 1e3,
+            "p90_ms": percentile(ordered, 90) * 1e3,
+            "p99_ms": percentile(ordered, 99) * 1e3,
+            "p999_ms": percentile(ordered, 99.9) * 1e3,
+            "max_ms": (ordered[-1] if ordered else math.nan) * 1e3,
+            "client_cpu": sum(r["cpu_seconds"] for r in results) / seconds,
+            "client_max_send_lag_ms": max(r["max_send_lag"] for r in results) * 1e3,
+            "cpu": meter.result,
+            "lost": sum(r["lost"] for r in results),
+            "mismatches": sum(r["mismatches"] for r in results),
+            # for the plot: the percentile curve
+            "curve": report.curve(ordered),
+        }
+        self.results["latency"].append(row)
+        self.progress.update(
+            task,
+            completed=a.warmup + a.duration,
+            info="  ".join(
+                f"{k} {row[f'{k}_ms']:.2f}" for k in ("p50", "p90", "p99", "p999", "max")
+            )
+            + " ms",
+        )
+
+    # ---- capacity --------------------------------------------------------------------------
+    def _capacity(self) -> None:
+        """Ramp idle connections through NGINX; memory per connection; heartbeats; samples."""
+        a = self.args
+        target = a.capacity
+        # Descriptors: the engine grants each container at most its own hard limit (20,000
+        # here), per process. The server gets one worker per 15,000 connections and NGINX
+        # one worker per 7,500 (two descriptors per WebSocket), so no process hits it.
+        server_workers = max(1, math.ceil(target / 15000))
+        nginx_workers = max(2, math.ceil(target / 7500))
+        nofile = min(
+            int(u["Soft"])
+            for u in compose_file.runtime_kwargs("nginx")["ulimits"]
+            if u["Name"] == "nofile"
+        )
+        setup = Setup(
+            "capacity",
+            f"gateway, WS_WORKERS={server_workers}, NGINX {nginx_workers} workers, "
+            f"ping every {a.ping_interval:g} s",
+            {"WS_WORKERS": str(server_workers), "WS_PING_INTERVAL": f"{a.ping_interval:g}"},
+            {
+                "WORKER_PROCESSES": str(nginx_workers),
+                "WORKER_CONNECTIONS": str(min(nofile, 65536)),
+                "WORKER_RLIMIT_NOFILE": str(min(nofile, 65536)),
+                # The heartbeat keeps tunnels busy; NGINX must not time them out meanwhile.
+                "PROXY_READ_TIMEOUT": "300s",
+            },
+        )
+        stack = self._stack(setup)
+        processes = max(a.clients, math.ceil(target / 12000))
+        result: dict[str, Any] = {
+            "setup": setup.title,
+            "target": target,
+            "steps": [],
+            "client_processes": processes,
+        }
+        self.results["capacity"] = result
+        try:
+            server_id, nginx_id = stack.server.docker.id, stack.nginx.docker.id
+            # Several destination addresses: one (source, destination) pair has ~28,000
+            # ephemeral ports. NGINX listens on both its networks; the host reaches both.
+            targets = [
+                (stack.nginx.ip(stack.edge), NGINX_PORT, "localhost"),
+                (stack.nginx.ip(stack.backend), NGINX_PORT, "localhost"),
+            ]
+            if target <= 25000:
+                targets = targets[:1]
+            result["targets"] = [f"{h}:{p}" for h, p, _ in targets]
+            time.sleep(1)
+            base = {
+                "server": probes.memory_bytes(server_id),
+                "nginx": probes.memory_bytes(nginx_id),
+            }
+            base_anon = {
+                "server": probes.rss_anon_bytes(server_id),
+                "nginx": probes.rss_anon_bytes(nginx_id),
+            }
+            result["idle_memory"] = base
+            task = self.progress.add_task(
+                f"capacity: ramp to {target:,} via NGINX", total=target, info=""
+            )
+            with ClientPool(processes) as pool:
+                opened = 0
+                limit_reason = None
+                while opened < target:
+                    step = min(a.capacity_step, target - opened)
+                    shares = split(step, processes)
+                    t0 = time.monotonic()
+                    answers = pool.call(
+                        [
+                            {
+                                "op": "open",
+                                "targets": targets,
+                                "count": n,
+                                "concurrency": 50,
+                                "first": opened + i,
+                            }
+                            for i, n in enumerate(shares)
+                        ],
+                        timeout=300,
+                        tick=lambda: self.progress.update(
+                            task, completed=pool.total(2), info=f"open {pool.total(2):,.0f}"
+                        ),
+                    )
+                    ramp_s = time.monotonic() - t0
+                    failed = sum(r["failed"] for r in answers)
+                    errors: dict[str, int] = {}
+                    for r in answers:
+                        for k, v in r["errors"].items():
+                            errors[k] = errors.get(k, 0) + v
+                    opened = sum(r["open"] for r in answers)
+                    time.sleep(1)
+                    mem = {
+                        "server": probes.memory_bytes(server_id),
+                        "nginx": probes.memory_bytes(nginx_id),
+                    }
+                    result["steps"].append(
+                        {
+                            "connections": opened,
+                            "failed": failed,
+                            "errors": errors,
+                            "seconds": ramp_s,
+                            "server_bytes": mem["server"],
+                            "nginx_bytes": mem["nginx"],
+                        }
+                    )
+                    self.progress.update(
+                        task,
+                        completed=opened,
+                        info=f"open {opened:,}  server {mem['server'] / 2**20:.0f} MiB  "
+                        f"nginx {mem['nginx'] / 2**20:.0f} MiB"
+                        + (f"  failed {failed} {errors}" if failed else ""),
+                    )
+                    if failed > max(10, step // 200):
+                        limit_reason = f"{failed} of {step} handshakes failed: {errors}"
+                        break
+                result["reached"] = opened
+                result["limit"] = limit_reason
+                # Hold: every connection must see the server's heartbeat at least once.
+                pings0 = sum(r["pings"] for r in pool.call({"op": "status"}, timeout=60))
+                hold = a.ping_interval * 1.5 + 2
+                htask = self.progress.add_task(
+                    f"capacity: hold {opened:,} with heartbeats", total=hold, info=""
+                )
+                t0 = time.monotonic()
+                while time.monotonic() - t0 < hold:
+                    time.sleep(0.5)
+                    self.progress.update(
+                        htask,
+                        completed=time.monotonic() - t0,
+                        info=f"pings answered {pool.total(3) - pings0:,.0f}  "
+                        f"open {pool.total(2):,.0f}",
+                    )
+                status = pool.call({"op": "status"}, timeout=60)
+                mem = {
+                    "server": probes.memory_bytes(server_id),
+                    "nginx": probes.memory_bytes(nginx_id),
+                }
+                anon = {
+                    "server": probes.rss_anon_bytes(server_id),
+                    "nginx": probes.rss_anon_bytes(nginx_id),
+                }
+                still_open = sum(r["open"] for r in status)
+                result["held"] = still_open
+                result["pings_during_hold"] = sum(r["pings"] for r in status) - pings0
+                result["hold_seconds"] = hold
+                sample_n = min(a.capacity_sample, still_open)
+                samples = pool.call(
+                    [{"op": "sample", "count": n} for n in split(sample_n, processes)], timeout=60
+                )
+                result["sample_ok"] = sum(r["ok"] for r in samples)
+                result["sample_failed"] = sum(r["failed"] for r in samples)
+                result["memory"] = mem
+                for role in ("server", "nginx"):
+                    result[f"{role}_bytes_per_connection"] = (mem[role] - base[role]) / max(
+                        1, still_open
+                    )
+                    result[f"{role}_anon_bytes_per_connection"] = (
+                        anon[role] - base_anon[role]
+                    ) / max(1, still_open)
+                result["memory_limits"] = {
+                    "server": compose_file.memory_limit("server"),
+                    "nginx": compose_file.memory_limit("nginx"),
+                }
+                self.progress.update(
+                    htask,
+                    completed=hold,
+                    info=f"held {still_open:,}; pings {result['pings_during_hold']:,}; "
+                    f"sample {result['sample_ok']}/{sample_n} echoed; "
+                    f"{result['server_bytes_per_connection'] / 1024:.1f} KiB/conn server, "
+                    f"{result['nginx_bytes_per_connection'] / 1024:.1f} KiB/conn NGINX",
+                )
+                ctask = self.progress.add_task("capacity: close all", total=None, info="")
+                pool.call({"op": "close", "within": 30}, timeout=120)
+                self.progress.update(ctask, total=1, completed=1)
+        finally:
+            stack.down()
+
+
+def set_cpus(container_id: str, cpus: float) -> None:
+    """Change a running container's CPU limit (docker update --cpus)."""
+    api = client().api
+    response = api._post_json(
+        api._url("/containers/{0}/update", container_id), data={"NanoCpus": int(cpus * 1e9)}
+    )
+    api._raise_for_status(response)
+
+
+def main(args: Any) -> int:
+    console = Console()
+    bench = Bench(args, console)
+    try:
+        results = bench.run()
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]: stacks are being removed")
+        return 130
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    paths = report.write(results, REPORTS, stamp)
+    console.print(report.table(results))
+    for path in paths:
+        console.print(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
+__all__ = ["SETUPS", "Bench", "main", "percentile"]
