@@ -100,6 +100,10 @@ def parser() -> argparse.ArgumentParser:
     from stack.scenarios.cli import register as register_scenario
 
     register_scenario(sub)
+    # Load and performance (issue #5): `python -m stack bench --help`.
+    from stack.bench import register as register_bench
+
+    register_bench(sub)
     return p
 
 
