@@ -14,6 +14,7 @@ from stack.scenarios.report import Report
 _MODULES = (
     "nginx_restart",
     "nginx_reload",
+    "server_restart",
 )
 
 
