@@ -15,6 +15,7 @@ _MODULES = (
     "nginx_restart",
     "nginx_reload",
     "server_restart",
+    "network_cut",
 )
 
 

@@ -132,14 +132,20 @@ class Context:
         return self.check(what, True, f"for {duration:.1f} s")
 
     # ---- observing the server -----------------------------------------------------------------
-    async def metrics(self, stack: GatewayStack | None = None) -> dict[str, float]:
-        """The server's /metrics as {"name{labels}": value}; through exec if unreachable."""
-        text = await self.blocking(_metrics_text, stack or self.stack)
+    async def metrics(
+        self, stack: GatewayStack | None = None, inside: bool = False
+    ) -> dict[str, float]:
+        """The server's /metrics as {"name{labels}": value}.
+
+        Over HTTP from the host, or with ``inside`` (or when HTTP fails) from inside the
+        container, which works even when the server is cut off the network.
+        """
+        text = await self.blocking(_metrics_text, stack or self.stack, inside)
         return parse_metrics(text)
 
-    async def gauge(self, stack: GatewayStack | None = None) -> float:
+    async def gauge(self, stack: GatewayStack | None = None, inside: bool = False) -> float:
         """The server's active-connection gauge (``ws_connections_active``)."""
-        return (await self.metrics(stack))["ws_connections_active"]
+        return (await self.metrics(stack, inside))["ws_connections_active"]
 
     async def server_events(
         self, stack: GatewayStack | None = None, event: str | None = None
@@ -149,23 +155,24 @@ class Context:
         return [e for e in parse_events(logs) if event is None or e.get("event") == event]
 
 
-def _metrics_text(stack: GatewayStack) -> str:
-    try:
-        with urllib.request.urlopen(f"{stack.server_http}/metrics", timeout=2) as response:
-            return response.read().decode()
-    except (OSError, KeyError):
-        # Cut off the network (scenario 4): ask from inside the container.
-        code, out = stack.server.exec(
-            [
-                "python3",
-                "-c",
-                "import urllib.request;print(urllib.request.urlopen("
-                "'http://127.0.0.1:3000/metrics',timeout=2).read().decode())",
-            ]
-        )
-        if code != 0:
-            raise OSError(f"metrics from inside the server container failed: {out[-200:]}") from None
-        return out
+def _metrics_text(stack: GatewayStack, inside: bool = False) -> str:
+    if not inside:
+        try:
+            with urllib.request.urlopen(f"{stack.server_http}/metrics", timeout=2) as response:
+                return response.read().decode()
+        except (OSError, KeyError):
+            pass  # cut off the network (scenario 4): ask from inside the container
+    code, out = stack.server.exec(
+        [
+            "python3",
+            "-c",
+            "import urllib.request;print(urllib.request.urlopen("
+            "'http://127.0.0.1:3000/metrics',timeout=2).read().decode())",
+        ]
+    )
+    if code != 0:
+        raise OSError(f"metrics from inside the server container failed: {out[-200:]}")
+    return out
 
 
 def parse_metrics(text: str) -> dict[str, float]:
