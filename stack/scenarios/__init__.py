@@ -16,6 +16,7 @@ _MODULES = (
     "nginx_reload",
     "server_restart",
     "network_cut",
+    "graceful_drain",
 )
 
 

@@ -1,0 +1,149 @@
+"""5. Graceful drain: SIGTERM, readiness 503 first, clients told 1001, exit 0 in time."""
+
+from __future__ import annotations
+
+import threading
+import time
+from urllib.parse import urlsplit
+
+from stack.client import Fleet
+from stack.gateway import StackOptions
+from stack.scenarios.base import Context, Scenario
+from stack.scenarios.common import account, codes, spread
+from stack.scenarios.rawws import RawWebSocket
+from stack.waits import http_status
+
+CLIENTS = 10
+SHUTDOWN_TIMEOUT = 4  # WS_SHUTDOWN_TIMEOUT; the server waits half of it for close frames
+
+OPTIONS = StackOptions(
+    server_env={"WS_SHUTDOWN_TIMEOUT": str(SHUTDOWN_TIMEOUT)},
+    nginx_env={"WS_RATE_LIMIT": "12000r/m", "WS_RATE_BURST": "1000"},  # retries: not limited
+)
+
+
+class ReadinessWatch:
+    """Polls /readyz in a thread and keeps every answer with its time."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.samples: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            try:
+                answer = str(http_status(self.url, timeout=1))
+            except OSError as e:
+                answer = type(e).__name__
+            self.samples.append((time.time(), answer))
+            self._stop.wait(0.02)  # pacing of the poll loop
+
+    def first(self, answer: str, after: float = 0) -> float | None:
+        return next((t for t, a in self.samples if a == answer and t >= after), None)
+
+
+async def run(ctx: Context) -> None:
+    stack = ctx.stack
+    readyz = f"{await ctx.blocking(lambda: stack.server_http)}/readyz"
+    nginx = urlsplit(stack.url)
+    fleet = Fleet.of(CLIENTS, stack.url, prefix="d", interval=0.1, window=2, echo_timeout=10)
+    watch = ReadinessWatch(readyz)
+    silent = None
+    try:
+        ctx.step(f"starting {CLIENTS} echoing clients and one that will not answer a close frame")
+        fleet.start()
+        silent = await RawWebSocket.open(nginx.hostname, nginx.port, request_id="drain-silent")
+        ctx.check("the silent client is connected", silent.status == 101, f"status {silent.status}")
+        await ctx.expect(
+            lambda: all(c.connected and c.ledger.echoed >= 3 for c in fleet.clients),
+            f"all {CLIENTS} clients echoing", 20,
+        )
+        watch.start()
+        await ctx.expect(lambda: watch.samples and watch.samples[-1][1] == "200",
+                         "readiness answers 200 before the stop", 5)
+
+        ctx.step(f"docker stop on the server (SIGTERM; WS_SHUTDOWN_TIMEOUT={SHUTDOWN_TIMEOUT}s)")
+        stop_at = time.time()
+        stopping = ctx.background(stack.server.stop, 15)
+        await ctx.expect(
+            lambda: all(not c.sessions[0].open for c in fleet.clients),
+            "every client's connection was closed", SHUTDOWN_TIMEOUT + 2,
+        )
+        first = [c.sessions[0] for c in fleet.clients]
+        ctx.check("every client got 1001 (going away) from the server",
+                  all(s.code == 1001 and s.closed_by == "server" for s in first), codes(first))
+        ctx.figure("stop to 1001 at the clients", spread([s.closed_at - stop_at for s in first]))
+        code, reason = await silent.read_close(timeout=SHUTDOWN_TIMEOUT)
+        ctx.check("the silent client got 1001 too", code == 1001, f"{code} {reason!r}")
+
+        exit_code = await stopping
+        stopped_in = time.time() - stop_at
+        ctx.figure("docker stop took", stopped_in, "s")
+        ctx.check(
+            f"the container exited 0 within its shutdown timeout ({SHUTDOWN_TIMEOUT} s + 1.5 s"
+            " for Docker)",
+            exit_code == 0 and stopped_in <= SHUTDOWN_TIMEOUT + 1.5,
+            f"exit {exit_code} after {stopped_in:.2f} s",
+        )
+        ctx.check("the silent client was dropped, not waited for forever",
+                  await silent.wait_eof(2), "TCP closed")
+        watch.stop()
+
+        first_503 = watch.first("503", after=stop_at)
+        last_200 = max((t for t, a in watch.samples if a == "200"), default=None)
+        seen = []
+        for _, answer in watch.samples:
+            if not seen or seen[-1] != answer:
+                seen.append(answer)
+        ctx.note(f"readiness answers over time: {' -> '.join(seen)}")
+        ctx.check("readiness turned 503 while the server drained",
+                  first_503 is not None and (last_200 is None or last_200 < first_503),
+                  f"first 503 {first_503 - stop_at:.2f} s after the stop" if first_503 else "no 503")
+        events = await ctx.server_events()
+        names = [e.get("event") for e in events]
+        draining = names.index("server_draining") if "server_draining" in names else None
+        first_1001 = next((i for i, e in enumerate(events)
+                           if e.get("event") == "connection_closed" and e.get("code") == 1001), None)
+        ctx.check(
+            "the server was not ready before it closed the first connection (log order:"
+            " server_draining, then connection_closed 1001)",
+            draining is not None and first_1001 is not None and draining < first_1001,
+            f"log lines {draining} and {first_1001}",
+        )
+        stopped = next((e for e in events if e.get("event") == "server_stopped"), {})
+        ctx.figure("server's own drain time (server_stopped.duration_s)", stopped.get("duration_s"), "s")
+        ctx.note(f"connections the server had to abort at the end: {stopped.get('aborted')}")
+        statuses = sorted({str(f.status) for f in fleet.handshake_failures() if f.at >= stop_at})
+        ctx.note(f"clients' reconnect attempts meanwhile were answered: {', '.join(statuses)}")
+    finally:
+        watch.stop()
+        ctx.step("stopping the clients")
+        await fleet.stop(drain_timeout=1)
+        if silent is not None:
+            silent.close()
+    account(ctx, fleet)
+
+
+SCENARIO = Scenario(
+    name="graceful-drain",
+    number=5,
+    title="Graceful drain on SIGTERM",
+    proves=(
+        "`docker stop` makes the server not ready first (/readyz 503, logged before any"
+        " close), then close every connection with 1001 going away, drop a client that does"
+        " not answer its close frame after the close timeout, and exit 0 within"
+        f" WS_SHUTDOWN_TIMEOUT ({SHUTDOWN_TIMEOUT} s here); no message is lost silently."
+    ),
+    run=run,
+    stacks={"main": OPTIONS},
+    deadline=60,
+)
