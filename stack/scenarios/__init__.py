@@ -17,6 +17,7 @@ _MODULES = (
     "server_restart",
     "network_cut",
     "graceful_drain",
+    "bad_input",
 )
 
 
