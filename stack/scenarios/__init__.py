@@ -18,6 +18,7 @@ _MODULES = (
     "network_cut",
     "graceful_drain",
     "bad_input",
+    "timeouts",
 )
 
 
