@@ -19,6 +19,7 @@ _MODULES = (
     "graceful_drain",
     "bad_input",
     "timeouts",
+    "limits",
 )
 
 
