@@ -20,6 +20,7 @@ _MODULES = (
     "bad_input",
     "timeouts",
     "limits",
+    "resources",
 )
 
 

@@ -53,3 +53,11 @@ def test_bad_input(make_stack) -> None:
 
 def test_timeouts(make_stack) -> None:
     run_scenario("timeouts", make_stack)
+
+
+def test_limits(make_stack) -> None:
+    run_scenario("limits", make_stack)
+
+
+def test_resource_limits(make_stack) -> None:
+    run_scenario("resources", make_stack)
