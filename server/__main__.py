@@ -93,8 +93,13 @@ def supervise(config: Config) -> int:
     and limits (``WS_MAX_CONNECTIONS`` is per worker).
     """
     context = multiprocessing.get_context("spawn")
+    # A spawned child finds its target by module name. Under `python -m server` this module
+    # is __main__, which multiprocessing does not re-import in the child for a package's
+    # __main__: name the target by its importable name, server.__main__.
+    from server.__main__ import _worker_main as target
+
     workers = [
-        context.Process(target=_worker_main, args=(config, n), name=f"gateway-worker-{n}")
+        context.Process(target=target, args=(config, n), name=f"gateway-worker-{n}")
         for n in range(config.workers)
     ]
     stopping = False

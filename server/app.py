@@ -13,6 +13,7 @@ or ``await run(config, stop_event)``, which serves until ``stop_event`` is set, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -68,6 +69,7 @@ class GatewayConnection(ServerConnection):
         self.has_slot = False  # counted in ws_connections_active
         self.drop_reason: str | None = None  # why the server ended it, when not obvious
         self.opened_at = 0.0
+        self.pongs = 0  # heartbeats answered
         self.msgs_in = self.msgs_out = self.bytes_in = self.bytes_out = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -91,11 +93,10 @@ class GatewayConnection(ServerConnection):
             await super().handshake(*args, **kwargs)
         except asyncio.CancelledError:
             if self.request is None:
-                self.gateway.no_request(self, "TimeoutError: no HTTP request in time")
+                self.gateway.no_request(self, TimeoutError("no HTTP request in time"))
             raise
         if self.request is None:
-            exc = self.protocol.handshake_exc
-            self.gateway.no_request(self, f"{type(exc).__name__}: {exc}" if exc else None)
+            self.gateway.no_request(self, self.protocol.handshake_exc)
 
 
 def close_info(connection: ServerConnection) -> tuple[int, str, str]:
@@ -124,6 +125,7 @@ class Gateway:
         self.http = HttpEndpoints(self)
         self.connections: set[GatewayConnection] = set()  # connections whose handler runs
         self.server: Server | None = None
+        self._address: tuple[Any, ...] | None = None
         self._stop_requested = asyncio.Event()
         self._shutdown_task: asyncio.Task[None] | None = None
 
@@ -153,6 +155,7 @@ class Gateway:
             server_header=f"websocket-gateway websockets/{websockets.__version__}",
             **extra,
         )
+        self._address = self.server.sockets[0].getsockname()
         loop = asyncio.get_running_loop()
         log_event(
             logger,
@@ -169,14 +172,15 @@ class Gateway:
 
     @property
     def port(self) -> int:
-        assert self.server is not None, "call start() first"
-        return int(self.server.sockets[0].getsockname()[1])
+        """The bound TCP port (known after :meth:`start`)."""
+        assert self._address is not None, "call start() first"
+        return int(self._address[1])
 
     @property
     def url(self) -> str:
         """``ws://host:port/ws`` of the bound socket (usable by a client)."""
-        assert self.server is not None, "call start() first"
-        host = self.server.sockets[0].getsockname()[0]
+        assert self._address is not None, "call start() first"
+        host = str(self._address[0])
         if host in ("0.0.0.0", "::"):
             host = "127.0.0.1" if host == "0.0.0.0" else "::1"
         if ":" in host:
@@ -279,10 +283,15 @@ class Gateway:
         connection.has_slot = True
         self.metrics.connections_active += 1
 
-    def no_request(self, connection: GatewayConnection, error: str | None) -> None:
+    def no_request(self, connection: GatewayConnection, exc: BaseException | None) -> None:
         """A TCP connection ended or timed out before sending a valid HTTP request."""
-        # An empty connection (a TCP port probe) is routine; garbage is worth a warning.
-        probe = error is None or "EOFError" in error or "TimeoutError" in error
+        # An empty or silent connection (a TCP port probe) is routine; garbage is a warning.
+        chain = []
+        while exc is not None:
+            chain.append(exc)
+            exc = exc.__cause__
+        probe = not chain or isinstance(chain[-1], EOFError | TimeoutError)
+        error = "; ".join(f"{type(e).__name__}: {e}" for e in chain) or None
         if not probe:
             self.metrics.count_rejection("invalid_request")
         log_event(
@@ -349,6 +358,7 @@ class Gateway:
         """
         recv = ws.recv
         send = ws.send
+        protocol = ws.protocol
         m = self.metrics
         size_counts = m.size_counts
         log_messages = self.config.log_messages and logger.isEnabledFor(logging.INFO)
@@ -393,6 +403,8 @@ class Gateway:
                         size=size,
                         preview=preview(message),
                     )
+                if protocol.state is not OPEN:
+                    continue  # closing: read on to reach the peer's close frame, echo no more
                 await send(message)
                 if is_text:
                     m.text_out += 1
@@ -421,12 +433,22 @@ class Gateway:
             )
 
     async def _close(self, ws: GatewayConnection, code: int, reason: str) -> None:
-        """Close with ``code``; abort if even sending the close frame stalls (peer not reading)."""
+        """Close with ``code`` from the handler, discarding what the peer sent meanwhile.
+
+        Reading the receive queue empty is what lets the peer's close frame in: with more
+        than ``max_queue`` frames queued the library has stopped reading the socket. If
+        even that stalls (a peer that does not read), abort after ``close_timeout``.
+        """
+        closing = asyncio.get_running_loop().create_task(ws.close(code, reason))
         try:
             async with asyncio.timeout(self.config.close_timeout + 1.0):
-                await ws.close(code, reason)
+                with contextlib.suppress(ConnectionClosed):
+                    while True:
+                        await ws.recv()
+                await closing
         except TimeoutError:
             ws.transport.abort()
+            closing.cancel()
             await ws.wait_closed()
 
     async def _heartbeat(self, ws: GatewayConnection) -> None:
@@ -442,6 +464,7 @@ class Gateway:
                 async with asyncio.timeout(timeout):
                     pong = await ws.ping()
                     await pong
+                ws.pongs += 1
         except TimeoutError:
             ws.drop_reason = "heartbeat_timeout"
             if ws.protocol.state is OPEN:

@@ -228,10 +228,46 @@ class RawClient:
                 code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
                 return code, payload[2:].decode()
 
+    def abort(self) -> None:
+        """Drop the TCP connection at once (RST), whatever is still buffered."""
+        self.writer.transport.abort()
+
     async def close(self) -> None:
         self.writer.close()
         with contextlib.suppress(OSError):  # reset by the server first
             await self.writer.wait_closed()
+
+
+FRAME_PAYLOAD = 64 * 1024
+
+
+class Flood:
+    """A raw client that sends 64 KiB binary messages as fast as it can and never reads."""
+
+    def __init__(self, raw: RawClient) -> None:
+        self.raw = raw
+        self.sent = 0
+        self.task = asyncio.get_running_loop().create_task(self._pump())
+
+    async def _pump(self) -> None:
+        frame = encode_frame(OP_BINARY, b"\x00" * FRAME_PAYLOAD)
+        writer = self.raw.writer
+        with contextlib.suppress(ConnectionError):
+            while True:
+                writer.write(frame)
+                self.sent += 1
+                await writer.drain()
+
+    def blocked(self) -> bool:
+        """The client cannot push more: its own transport buffer is over the high-water mark."""
+        transport = self.raw.writer.transport
+        return transport.get_write_buffer_size() >= transport.get_write_buffer_limits()[1]
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        self.raw.abort()
 
 
 # python -m server in a subprocess

@@ -1,0 +1,169 @@
+"""Log lines (JSON and text) that content cannot forge, and the Prometheus exposition."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from server.logs import JsonFormatter, TextFormatter, configure_logging, log_event, preview
+from server.metrics import SIZE_BUCKETS, Metrics
+
+pytestmark = pytest.mark.unit
+
+FORGERY = 'hi\n{"event":"connection_open","conn":"fake"}\r\u2028\x1b[31m\u202e"quoted" \\'
+
+
+def record(
+    name: str = "message_received", level: int = logging.INFO, /, **fields
+) -> logging.LogRecord:
+    rec = logging.LogRecord("server.app", level, __file__, 1, name, None, None)
+    rec.fields = fields
+    return rec
+
+
+def test_json_line_has_the_standard_keys_then_the_fields():
+    """A JSON line starts with ts, level, logger, pid, event and carries the event fields."""
+    line = JsonFormatter().format(record(conn="ab12cd34", size=3, ok=True, none=None))
+    data = json.loads(line)
+    assert list(data)[:5] == ["ts", "level", "logger", "pid", "event"]
+    assert data["ts"].endswith("Z") and data["level"] == "INFO" and data["logger"] == "server.app"
+    assert (data["event"], data["conn"], data["size"], data["ok"], data["none"]) == (
+        "message_received",
+        "ab12cd34",
+        3,
+        True,
+        None,
+    )
+
+
+@pytest.mark.parametrize("formatter", [JsonFormatter(), TextFormatter()], ids=["json", "text"])
+def test_content_cannot_forge_a_line(formatter):
+    """Newlines, quotes, escapes and separators in content stay inside one field of one line."""
+    line = formatter.format(record(preview=preview(FORGERY), raw=FORGERY, event="fake", ts="x"))
+    assert "\n" not in line and "\r" not in line and "\u2028" not in line and "\x1b" not in line
+    assert line.isascii()
+    if isinstance(formatter, JsonFormatter):
+        data = json.loads(line)
+        assert data["raw"] == FORGERY and data["event"] == "message_received"
+        assert data["ts"] != "x"  # a field cannot overwrite the standard keys
+    else:
+        assert line.count(" event=") == 0 and " message_received " in line
+        assert ' raw="hi\\n{\\"event\\":' in line
+
+
+def test_preview_is_short_escaped_and_typed():
+    """Previews escape control characters and are cut at 64 characters or bytes."""
+    assert preview("a\nb\tc\x00") == "a\\nb\\tc\\x00"
+    assert preview(b"\x00\xffA\n") == "\\x00\\xffA\\n"
+    assert preview("x" * 100) == "x" * 64 + "..."
+    assert preview(b"y" * 65) == "y" * 64 + "..."
+    assert preview("\u202e\u2028") == "\\u202e\\u2028"
+    assert preview("") == "" and preview(b"") == ""
+
+
+def test_text_line_is_key_value():
+    """The text format is 'ts LEVEL event key=value ...' with quoting only when needed."""
+    line = TextFormatter().format(
+        record(
+            "connection_closed",
+            logging.WARNING,
+            code=1009,
+            reason="too big",
+            ok=False,
+            ratio=0.5,
+            none=None,
+        )
+    )
+    ts, rest = line.split(" ", 1)
+    assert ts.endswith("Z")
+    assert rest.startswith("WARNING connection_closed logger=server.app pid=")
+    assert rest.endswith(' code=1009 reason="too big" ok=false ratio=0.5 none=null')
+
+
+def test_foreign_records_and_exceptions_stay_one_line():
+    """A library record keeps its message; an exception becomes one 'error' field."""
+    try:
+        raise ValueError("bad\nthing")
+    except ValueError:
+        import sys
+
+        exc_info = sys.exc_info()
+    rec = logging.LogRecord(
+        "websockets.server", logging.ERROR, __file__, 1, "failed %s", ("x",), exc_info
+    )
+    data = json.loads(JsonFormatter().format(rec))
+    assert (data["event"], data["message"], data["error"]) == (
+        "log",
+        "failed x",
+        "ValueError: bad\nthing",
+    )
+    assert "traceback" not in data
+    verbose = json.loads(JsonFormatter(tracebacks=True).format(rec))
+    assert "Traceback (most recent call last)" in verbose["traceback"]
+    assert "\n" not in TextFormatter().format(rec)
+
+
+def test_configure_logging_and_log_event():
+    """configure_logging sends one line per event to the stream and quiets library INFO."""
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        configure_logging("json", "INFO", stream)
+        log_event(logging.getLogger("server.test"), logging.INFO, "hello", n=1)
+        log_event(logging.getLogger("server.test"), logging.DEBUG, "hidden")
+        logging.getLogger("websockets.server").info("connection open")
+        logging.getLogger("websockets.server").warning("library warning")
+        lines = stream.getvalue().splitlines()
+        assert [json.loads(x)["event"] for x in lines] == ["hello", "log"]
+        assert logging.getLogger("websockets").level == logging.WARNING
+        configure_logging("text", "DEBUG", stream)
+        assert isinstance(root.handlers[0].formatter, TextFormatter)
+        assert root.handlers[0].formatter.tracebacks is True
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logging.getLogger("websockets").setLevel(logging.NOTSET)
+        logging.getLogger("asyncio").setLevel(logging.NOTSET)
+
+
+def test_metrics_render_is_valid_exposition():
+    """Every family has HELP and TYPE; labels are escaped; the histogram is cumulative."""
+    m = Metrics(max_connections=5, worker=2)
+    for size in (0, 10, 64, 65, 2**20, 2**27):
+        m.observe_size(size)
+    m.count_close(1000)
+    m.count_close(1000)
+    m.count_error("protocol_error")
+    m.count_rejection("origin")
+    m.count_http("/healthz", 200)
+    text = m.render()
+    lines = text.splitlines()
+    assert text.endswith("\n")
+    families = [x.split()[2] for x in lines if x.startswith("# TYPE")]
+    assert len(families) == len(set(families))
+    assert sum(1 for x in lines if x.startswith("# HELP")) == len(families)
+    assert 'ws_closes_total{code="1000"} 2' in lines
+    assert 'ws_errors_total{kind="protocol_error"} 1' in lines
+    assert 'ws_connections_rejected_total{reason="origin"} 1' in lines
+    assert 'ws_http_responses_total{path="/healthz",code="200"} 1' in lines
+    assert "ws_connections_max 5" in lines
+    assert any(x.startswith('ws_process_info{pid="') and 'worker="2"' in x for x in lines)
+    buckets = [
+        float(x.rsplit(" ", 1)[1]) for x in lines if x.startswith("ws_message_size_bytes_bucket")
+    ]
+    assert len(buckets) == len(SIZE_BUCKETS) + 1
+    assert buckets == sorted(buckets) and buckets[0] == 1 and buckets[-1] == 6
+    assert 'ws_message_size_bytes_bucket{le="64"} 3' in lines
+    assert "ws_message_size_bytes_count 6" in lines
+    assert f"ws_message_size_bytes_sum {0 + 10 + 64 + 65 + 2**20 + 2**27}" in lines
+
+
+def test_metric_label_values_are_escaped():
+    """Label values with quotes, backslashes or newlines cannot break the exposition."""
+    m = Metrics()
+    m.count_error('we"ird\\kind\n')
+    assert 'ws_errors_total{kind="we\\"ird\\\\kind\\n"} 1' in m.render().splitlines()

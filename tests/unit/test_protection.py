@@ -1,0 +1,165 @@
+"""Protection against peers that hog: rate limit, slow readers, silent peers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedError
+
+from server.app import Gateway, GatewayConnection
+
+from .conftest import LogEvents
+from .helpers import (
+    FRAME_PAYLOAD,
+    Flood,
+    RawClient,
+    running_gateway,
+    server_connection,
+    units,
+    wait_until,
+)
+
+pytestmark = pytest.mark.unit
+
+WRITE_LIMIT = 32 * 1024  # websockets' default write_limit (high-water mark)
+MAX_QUEUE = 16  # websockets' default max_queue (frames)
+
+
+def heartbeat_env(interval: float, timeout: float) -> dict[str, str]:
+    return {
+        "WS_PING_INTERVAL": f"{units(interval):.3f}",
+        "WS_PING_TIMEOUT": f"{units(timeout):.3f}",
+    }
+
+
+async def test_rate_limit_closes_with_1008(log_events: LogEvents):
+    """Over WS_MAX_MESSAGES_PER_SECOND the connection is closed with 1008."""
+    async with running_gateway(WS_MAX_MESSAGES_PER_SECOND="5") as gw, connect(gw.url) as ws:
+        for i in range(50):
+            await ws.send(f"m{i}")
+        echoed = []
+        with pytest.raises(ConnectionClosedError) as raised:
+            async with asyncio.timeout(units(5)):
+                while True:
+                    echoed.append(await ws.recv())
+        assert raised.value.rcvd is not None and raised.value.rcvd.code == 1008
+        assert 1 <= len(echoed) < 50
+        assert echoed == [f"m{i}" for i in range(len(echoed))]
+    closed = log_events.one("connection_closed", code=1008)
+    assert closed["drop_reason"] == "rate_limited" and closed["level"] == "WARNING"
+    assert gw.metrics.errors == {"rate_limited": 1}
+
+
+async def test_rate_limit_lets_a_burst_under_the_limit_through():
+    """A burst within the per-second budget is echoed in full."""
+    async with running_gateway(WS_MAX_MESSAGES_PER_SECOND="1000") as gw, connect(gw.url) as ws:
+        for i in range(100):
+            await ws.send(f"m{i}")
+        async with asyncio.timeout(units(5)):
+            assert [await ws.recv() for _ in range(100)] == [f"m{i}" for i in range(100)]
+
+
+def buffered_bytes(connection: GatewayConnection) -> tuple[int, int]:
+    """(bytes in the server's write buffer, bytes of frames queued but not yet echoed)."""
+    queued = sum(len(frame.data) for frame in connection.recv_messages.frames.queue)
+    return connection.transport.get_write_buffer_size(), queued
+
+
+async def test_slow_reader_is_throttled_with_bounded_server_memory():
+    """A client that sends but never reads makes the server stop reading, not buffer."""
+    async with running_gateway(WS_PING_INTERVAL="0") as gw:
+        flood = Flood(await RawClient.connect(gw.port))
+        try:
+            connection = await wait_until(lambda: gw.connections and server_connection(gw))
+
+            def throttled() -> bool:
+                return (
+                    connection.paused  # its write buffer is over the high-water mark
+                    and not connection.transport.is_reading()  # so it stopped reading
+                    and flood.blocked()  # and the backpressure reached the client
+                )
+
+            await wait_until(throttled, units(10), "server to stop reading from the flood")
+            write_buffer, queued = buffered_bytes(connection)
+            # Bounded by the limits, not by how much the client wants to send:
+            assert write_buffer <= WRITE_LIMIT + FRAME_PAYLOAD + 14
+            assert queued <= (MAX_QUEUE + 8) * FRAME_PAYLOAD
+            echoed_so_far = gw.metrics.binary_out
+            assert flood.sent > echoed_so_far  # the client is ahead: it is being held back
+            # Another client is unaffected.
+            async with connect(gw.url) as other:
+                await other.send(b"fine")
+                async with asyncio.timeout(units(5)):
+                    assert await other.recv() == b"fine"
+            # Still bounded, still paused.
+            assert throttled()
+            assert sum(buffered_bytes(connection)) <= WRITE_LIMIT + (MAX_QUEUE + 9) * FRAME_PAYLOAD
+        finally:
+            await flood.stop()
+
+
+async def test_silent_peer_is_dropped_by_heartbeat(log_events: LogEvents):
+    """A peer that never answers pings is dropped after ping interval + timeout."""
+    async with running_gateway(**heartbeat_env(0.2, 0.2)) as gw:
+        raw = await RawClient.connect(gw.port)  # never reads, never answers
+        try:
+            await wait_until(lambda: gw.metrics.connections_active == 1)
+            await wait_until(lambda: gw.metrics.connections_active == 0, units(0.4 + 2), "the drop")
+        finally:
+            await raw.close()
+        closed = (await wait_until(lambda: log_events("connection_closed")))[0]
+        assert (closed["code"], closed["reason"]) == (1011, "keepalive ping timeout")
+        assert closed["drop_reason"] == "heartbeat_timeout" and closed["level"] == "WARNING"
+        assert gw.metrics.errors == {"heartbeat_timeout": 1}
+
+
+async def test_client_with_paused_transport_is_dropped_by_heartbeat():
+    """A websockets client that stops processing input is dropped too."""
+    async with running_gateway(**heartbeat_env(0.2, 0.2)) as gw:
+        async with connect(gw.url, ping_interval=None) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+            ws.transport.pause_reading()
+            await wait_until(lambda: gw.metrics.connections_active == 0, units(0.4 + 2), "the drop")
+            ws.transport.resume_reading()  # now it can see what happened
+            async with asyncio.timeout(units(5)):
+                await ws.wait_closed()
+            assert ws.close_code == 1011  # the close frame got out before the drop
+        assert gw.metrics.closes == {1011: 1}
+
+
+async def test_flooding_slow_reader_is_dropped_by_heartbeat():
+    """A non-reading peer with a full send buffer is still dropped and its memory freed."""
+    async with running_gateway(**heartbeat_env(0.3, 0.3)) as gw:
+        flood = Flood(await RawClient.connect(gw.port))
+        try:
+            await wait_until(lambda: gw.metrics.connections_active == 1)
+            await wait_until(
+                lambda: gw.metrics.connections_active == 0 and not gw.connections,
+                units(0.6 + 3),
+                "the heartbeat to drop the flood",
+            )
+        finally:
+            await flood.stop()
+        assert gw.metrics.errors == {"heartbeat_timeout": 1}
+
+
+async def test_answering_peer_survives_heartbeats():
+    """A peer that answers pings stays connected across several heartbeats."""
+    async with running_gateway(**heartbeat_env(0.05, 0.5)) as gw, connect(gw.url) as ws:
+        connection = await wait_until(lambda: gw.connections and server_connection(gw))
+        await wait_until(lambda: connection.pongs >= 3, units(5), "three answered heartbeats")
+        await ws.send("alive")
+        assert await ws.recv() == "alive"
+        assert gw.metrics.connections_active == 1 and not gw.metrics.errors
+
+
+async def test_heartbeat_can_be_disabled(gateway: Gateway):
+    """WS_PING_INTERVAL=0 disables the heartbeat; the default pings every 20 s."""
+    assert gateway.config.ping_interval == 20
+    async with running_gateway(WS_PING_INTERVAL="0") as gw, connect(gw.url) as ws:
+        await ws.send("x")
+        assert await ws.recv() == "x"
+        assert server_connection(gw).pongs == 0

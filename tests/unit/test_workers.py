@@ -1,0 +1,117 @@
+"""WS_WORKERS: several worker processes share one port (SO_REUSEPORT) under `python -m server`.
+
+The regression this guards: spawned workers must find their target by an importable name;
+as ``__main__`` of ``python -m server`` they could not, and every worker died at start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from websockets.sync.client import connect
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def echo(url: str, message: str) -> str:
+    with connect(url, open_timeout=5, close_timeout=2) as ws:
+        ws.send(message)
+        return ws.recv(timeout=5)
+
+
+def test_two_workers_serve_one_port_and_stop_cleanly_on_sigterm() -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "WS_WORKERS": "2",
+        "WS_PORT": str(port),
+        "WS_HOST": "127.0.0.1",
+        "WS_LOG_MESSAGES": "false",
+        "LOG_FORMAT": "json",
+        "PYTHONPATH": str(ROOT),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = f"ws://127.0.0.1:{port}/ws"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert echo(url, "first") == "first"
+                break
+            except OSError:
+                assert proc.poll() is None, "the supervisor exited"
+                assert time.monotonic() < deadline, "no worker answered within 20 s"
+                time.sleep(0.1)
+        for n in range(20):  # the kernel spreads these over both workers
+            assert echo(url, f"message {n}") == f"message {n}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, output
+    events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    started = {e["worker"] for e in events if e["event"] == "server_started"}
+    assert started == {0, 1}, output
+    opened_by = {e["pid"] for e in events if e["event"] == "connection_open"}
+    assert len(opened_by) == 2, f"connections went to {opened_by} only"
+    assert not [e for e in events if e["event"] == "worker_failed"], output
+
+
+def test_supervisor_relays_sigterm_to_its_workers_in_process(capsys) -> None:
+    """main() with WS_WORKERS=2 in this process (for coverage of the supervisor)."""
+    from server.__main__ import STOP_SIGNALS, main
+
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}/ws"
+    root = logging.getLogger()
+    saved_logging = (list(root.handlers), root.level)
+    saved_signals = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    echoed: list[str] = []
+
+    def drive() -> None:
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not echoed:
+                try:
+                    echoed.append(echo(url, "in process"))
+                except OSError:
+                    time.sleep(0.1)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # the supervisor relays it to the workers
+
+    driver = threading.Thread(target=drive)
+    try:
+        driver.start()
+        status = main(
+            {"WS_WORKERS": "2", "WS_PORT": str(port), "WS_HOST": "127.0.0.1", "LOG_FORMAT": "text"}
+        )
+    finally:
+        driver.join(timeout=30)
+        for sig, handler in saved_signals.items():
+            signal.signal(sig, handler)
+        root.handlers[:] = saved_logging[0]
+        root.setLevel(saved_logging[1])
+    assert echoed == ["in process"]
+    assert status == 0
+    assert "supervisor_stopped" in capsys.readouterr().out
