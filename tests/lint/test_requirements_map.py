@@ -1,0 +1,126 @@
+"""REQUIREMENTS.md stays true: every test it names exists, every requirement names a test.
+
+Also checks the two requirements that are facts about the repository itself: the project
+layout the seed asks for, and dependencies pinned with hashes.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+REQUIREMENTS = ROOT / "REQUIREMENTS.md"
+REFERENCE = re.compile(r"`(tests/[\w./-]+\.py)::([\w:]+)`")
+ROW = re.compile(r"^\| ([A-Z]+-\d+) \| (.+) \|$")
+STATUSES = ("met", "met (build)", "documented", "out of scope")
+LOCK_FILES = ("server/requirements.txt", "requirements/dev.txt")
+
+
+def references() -> list[tuple[str, str]]:
+    return REFERENCE.findall(REQUIREMENTS.read_text())
+
+
+@cache
+def defined_tests(path: str) -> frozenset[str]:
+    """``name`` and ``Class::name`` of every test function defined in ``path``."""
+    tree = ast.parse((ROOT / path).read_text(), filename=path)
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.ClassDef):
+            names.update(
+                f"{node.name}::{item.name}"
+                for item in node.body
+                if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef)
+            )
+    return frozenset(name for name in names if name.split("::")[-1].startswith("test"))
+
+
+def rows() -> list[tuple[str, list[str]]]:
+    """(ID, cells) of every requirement row of every table."""
+    out = []
+    for line in REQUIREMENTS.read_text().splitlines():
+        match = ROW.match(line)
+        if match:
+            out.append((match.group(1), [cell.strip() for cell in match.group(2).split(" | ")]))
+    return out
+
+
+def test_every_named_test_exists() -> None:
+    """Each `tests/...py::name` in REQUIREMENTS.md is a file that defines that test."""
+    refs = references()
+    assert len(refs) > 50, "REQUIREMENTS.md names hardly any tests: did its format change?"
+    missing = []
+    for path, name in sorted(set(refs)):
+        if not (ROOT / path).is_file():
+            missing.append(f"{path} (no such file)")
+        elif name not in defined_tests(path):
+            missing.append(f"{path}::{name} (no such test)")
+    assert not missing, "REQUIREMENTS.md names tests that do not exist:\n" + "\n".join(missing)
+
+
+def test_every_requirement_has_a_test_and_a_status() -> None:
+    """Each requirement row names at least one test and a known status; IDs are unique."""
+    table = rows()
+    ids = [requirement_id for requirement_id, _ in table]
+    assert len(ids) == len(set(ids)), f"duplicate IDs: {sorted(i for i in ids if ids.count(i) > 1)}"
+    problems = []
+    for requirement_id, cells in table:
+        if requirement_id.startswith("OUT-"):
+            continue  # the seed's own "not in scope" list
+        if len(cells) != 3:
+            problems.append(f"{requirement_id}: expected requirement | tests | status")
+            continue
+        _, proof, status = cells
+        if not REFERENCE.search(proof):
+            problems.append(f"{requirement_id}: names no test")
+        if not status.startswith(STATUSES):
+            problems.append(f"{requirement_id}: unknown status {status!r}")
+    assert not problems, "\n".join(problems)
+
+
+def test_project_layout() -> None:
+    """The layout the seed asks for, in Python terms: nginx/ and server/ apart, each with
+    its Dockerfile; the compose file, README.md and REQUIREMENTS.md at the root."""
+    expected = [
+        "nginx/nginx.conf",
+        "nginx/Dockerfile",
+        "server/__main__.py",  # python -m server (index.js)
+        "server/requirements.txt",  # package.json, locked
+        "server/Dockerfile",
+        "docker-compose.yaml",
+        "README.md",
+        "REQUIREMENTS.md",
+    ]
+    assert [path for path in expected if not (ROOT / path).is_file()] == []
+
+
+def locked_requirements(path: Path) -> list[str]:
+    """The requirement entries of a pip-compile lock file, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    entries = []
+    for line in text.splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if line and not line.startswith(("#", "-")):
+            entries.append(line)
+    return entries
+
+
+@pytest.mark.parametrize("lock_file", LOCK_FILES)
+def test_dependencies_pinned_with_hashes(lock_file: str) -> None:
+    """Every dependency is pinned to one version (==) with at least one sha256 hash."""
+    entries = locked_requirements(ROOT / lock_file)
+    assert entries, f"{lock_file} lists no requirements"
+    loose = [
+        entry.split()[0]
+        for entry in entries
+        if not re.match(r"^[A-Za-z0-9._-]+(\[[\w,]+\])?==[\w.+!-]+ ", entry + " ")
+        or "--hash=sha256:" not in entry
+    ]
+    assert not loose, f"{lock_file}: not pinned with a hash: {loose}"
