@@ -5,7 +5,7 @@ example of how an application should talk to the gateway:
 
     client = ReconnectingClient("ws://127.0.0.1:8080/ws", name="demo")
     client.start()                                   # connects, echoes, reconnects
-    await client.wait_until(lambda c: c.ledger.echoed >= 10, "10 echoes", timeout=10)
+    await client.wait_until(lambda c: c.ledger.echoed >= 10, "10 echoes", within=10)
     await client.stop()                              # waits for in-flight echoes, closes
     print(client.ledger.summary())   # {'sent': 12, 'echoed': 12, 'failed': 0, ...}
 
@@ -38,7 +38,8 @@ import random
 import string
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from contextlib import suppress
+from dataclasses import dataclass
 from typing import Any
 
 from tenacity import (
@@ -298,14 +299,14 @@ class ReconnectingClient:
         return [s for s in self.sessions if not s.open]
 
     async def wait_until(
-        self, predicate: Callable[[ReconnectingClient], bool], what: str, timeout: float
+        self, predicate: Callable[[ReconnectingClient], bool], what: str, within: float
     ) -> None:
         """Wait until ``predicate(self)`` holds; raise TimeoutError naming ``what``."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within
         while not predicate(self):
             if loop.time() >= deadline:
-                raise TimeoutError(f"{self.name}: {what}: not true within {timeout:.0f} s")
+                raise TimeoutError(f"{self.name}: {what}: not true within {within:.0f} s")
             await asyncio.sleep(0.02)
 
     # ---- the connection loop -----------------------------------------------------------------
@@ -365,10 +366,8 @@ class ReconnectingClient:
 
     async def _pause(self, seconds: float) -> None:
         """Sleep between attempts, but wake up at once when the client is stopped."""
-        try:
+        with suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
-        except TimeoutError:
-            pass
 
     async def _session(self, ws: ClientConnection) -> None:
         session = self.sessions[-1]
@@ -381,7 +380,7 @@ class ReconnectingClient:
             await asyncio.wait({reader, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if not reader.done():  # stopping: let in-flight echoes come back, then close
                 await writer
-                try:
+                with suppress(TimeoutError):
                     await asyncio.wait_for(
                         self.wait_until(
                             lambda c: c.ledger.pending == 0 or reader.done(),
@@ -390,8 +389,6 @@ class ReconnectingClient:
                         ),
                         self._drain_timeout + 1,
                     )
-                except TimeoutError:
-                    pass
                 await ws.close(1000, "client stopping")
                 await reader
         finally:
@@ -464,8 +461,12 @@ class Fleet:
         self.clients = list(clients)
 
     @classmethod
-    def of(cls, count: int, url: str | Callable[[], str], prefix: str = "c", **options: Any) -> Fleet:
-        return cls(ReconnectingClient(url, name=f"{prefix}{i:03d}", **options) for i in range(count))
+    def of(
+        cls, count: int, url: str | Callable[[], str], prefix: str = "c", **options: Any
+    ) -> Fleet:
+        return cls(
+            ReconnectingClient(url, name=f"{prefix}{i:03d}", **options) for i in range(count)
+        )
 
     def __len__(self) -> int:
         return len(self.clients)
@@ -496,18 +497,20 @@ class Fleet:
 
     def failed_messages(self) -> list[Message]:
         return [
-            m for c in self.clients for m in c.ledger.messages.values()
+            m
+            for c in self.clients
+            for m in c.ledger.messages.values()
             if m.outcome is Outcome.FAILED
         ]
 
     async def wait_until(
-        self, predicate: Callable[[Fleet], bool], what: str, timeout: float
+        self, predicate: Callable[[Fleet], bool], what: str, within: float
     ) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within
         while not predicate(self):
             if loop.time() >= deadline:
-                raise TimeoutError(f"{what}: not true within {timeout:.0f} s")
+                raise TimeoutError(f"{what}: not true within {within:.0f} s")
             await asyncio.sleep(0.05)
 
 

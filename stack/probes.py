@@ -44,7 +44,7 @@ class Probe:
         out = []
         for line in self.logs().splitlines():
             if line.startswith(RESULT):
-                out.append(json.loads(line[len(RESULT):]))
+                out.append(json.loads(line[len(RESULT) :]))
         return out
 
     def ip(self, network: Network) -> str:

@@ -14,6 +14,7 @@ from stack.client import ReconnectingClient
 from stack.gateway import StackOptions
 from stack.scenarios.base import Context, Scenario
 from stack.scenarios.rawws import OP_TEXT, RawWebSocket, frame
+from stack.waits import seconds
 
 HEADER_TIMEOUT = 2  # CLIENT_HEADER_TIMEOUT: NGINX drops an unfinished request header after it
 MAX_MESSAGE = 2**20  # WS_MAX_MESSAGE_BYTES (default)
@@ -22,8 +23,11 @@ OPTIONS = StackOptions(nginx_env={"CLIENT_HEADER_TIMEOUT": f"{HEADER_TIMEOUT}s"}
 
 # name -> (what is sent, frame bytes, the close code RFC 6455 prescribes)
 FRAMES = {
-    "reserved-opcode": ("a frame with reserved opcode 0x3 (malformed)",
-                        frame(0x3, b"what am I?"), 1002),
+    "reserved-opcode": (
+        "a frame with reserved opcode 0x3 (malformed)",
+        frame(0x3, b"what am I?"),
+        1002,
+    ),
     "invalid-utf8": ("a text frame that is not UTF-8", frame(OP_TEXT, b"caf\xc3(\xff\xfe"), 1007),
     "unmasked": ("an unmasked client frame", frame(OP_TEXT, b"no mask", mask=False), 1002),
 }
@@ -35,7 +39,7 @@ async def _bad_frame(host: str, port: int, request_id: str, data: bytes) -> tupl
         if ws.status != 101:
             return None, f"handshake answered {ws.status}", False
         await ws.send(data)
-        code, reason = await ws.read_close(timeout=5)
+        code, reason = await ws.read_close(within=5)
         return code, reason, await ws.wait_eof(5)
     finally:
         ws.close()
@@ -43,8 +47,13 @@ async def _bad_frame(host: str, port: int, request_id: str, data: bytes) -> tupl
 
 async def _too_big(url: str, request_id: str) -> tuple:
     """A real client sends a message one byte over the limit."""
-    async with connect(url, proxy=None, compression=None, open_timeout=5,
-                       additional_headers={"X-Request-ID": request_id}) as ws:
+    async with connect(
+        url,
+        proxy=None,
+        compression=None,
+        open_timeout=5,
+        additional_headers={"X-Request-ID": request_id},
+    ) as ws:
         try:
             await ws.send("x" * (MAX_MESSAGE + 1))
             await asyncio.wait_for(ws.recv(), 10)
@@ -91,11 +100,15 @@ async def run(ctx: Context) -> None:
         for name, (what, _, code) in FRAMES.items():
             ctx.note(f"{name}: {what} (expect close {code})")
         ctx.note(f"too-big: a message of {MAX_MESSAGE + 1} bytes (expect close 1009)")
-        ctx.note(f"slowloris: a request header never finished (expect NGINX to hang up"
-                 f" after CLIENT_HEADER_TIMEOUT={HEADER_TIMEOUT}s)")
+        ctx.note(
+            f"slowloris: a request header never finished (expect NGINX to hang up"
+            f" after CLIENT_HEADER_TIMEOUT={HEADER_TIMEOUT}s)"
+        )
         results = await asyncio.gather(
-            *(_bad_frame(nginx.hostname, nginx.port, ids[name], data)
-              for name, (_, data, _) in FRAMES.items()),
+            *(
+                _bad_frame(nginx.hostname, nginx.port, ids[name], data)
+                for name, (_, data, _) in FRAMES.items()
+            ),
             _too_big(stack.url, ids["too-big"]),
             _slowloris(nginx.hostname, nginx.port),
             return_exceptions=True,
@@ -106,8 +119,11 @@ async def run(ctx: Context) -> None:
                 ctx.check(f"{name}: closed with {code}", False, repr(result))
                 continue
             got, reason, eof = result
-            ctx.check(f"{name}: the server closed it with {code}, then the TCP connection",
-                      got == code and eof, f"close {got} {reason!r}, TCP closed: {eof}")
+            ctx.check(
+                f"{name}: the server closed it with {code}, then the TCP connection",
+                got == code and eof,
+                f"close {got} {reason!r}, TCP closed: {eof}",
+            )
         slow = results[-1]
         if isinstance(slow, BaseException):
             ctx.check("slowloris: NGINX hung up", False, repr(slow))
@@ -117,14 +133,17 @@ async def run(ctx: Context) -> None:
             ctx.check(
                 f"slowloris: NGINX dropped the unfinished handshake after its header timeout"
                 f" ({HEADER_TIMEOUT} s), without answering",
-                how != "still open" and HEADER_TIMEOUT - 0.5 <= took <= HEADER_TIMEOUT + 3,
+                how != "still open" and HEADER_TIMEOUT - 0.5 <= took <= HEADER_TIMEOUT + seconds(3),
                 f"{how} after {took:.2f} s, {len(got)} bytes received",
             )
 
         ctx.check(
             "the healthy client kept echoing without an error meanwhile",
-            healthy.connected and len(healthy.sessions) == 1 and not healthy.handshake_failures
-            and healthy.ledger.failed == 0 and healthy.ledger.echoed > echoed_before,
+            healthy.connected
+            and len(healthy.sessions) == 1
+            and not healthy.handshake_failures
+            and healthy.ledger.failed == 0
+            and healthy.ledger.echoed > echoed_before,
             f"{healthy.ledger.echoed - echoed_before} echoes during the bad input,"
             f" {len(healthy.sessions)} connection(s)",
         )
@@ -134,25 +153,41 @@ async def run(ctx: Context) -> None:
             ctx.check(
                 f"the server logged {name} once, with code {code}",
                 len(mine) == 1 and mine[0].get("code") == code,
-                "; ".join(f"{e.get('level')} code={e.get('code')} error={e.get('error')!r}"
-                          for e in mine) or "no log line",
+                "; ".join(
+                    f"{e.get('level')} code={e.get('code')} error={e.get('error')!r}" for e in mine
+                )
+                or "no log line",
             )
         metrics = await ctx.metrics()
         accepted = metrics["ws_connections_total"] - accepted_before
-        ctx.check("the unfinished handshake never reached the server (it accepted only the 4"
-                  " bad WebSockets)", accepted == len(expected), f"{accepted:g} accepted")
+        ctx.check(
+            "the unfinished handshake never reached the server (it accepted only the 4"
+            " bad WebSockets)",
+            accepted == len(expected),
+            f"{accepted:g} accepted",
+        )
         events = await ctx.server_events()
-        ctx.check("no ERROR line in the server's log",
-                  not [e for e in events if e.get("level") == "ERROR"])
+        ctx.check(
+            "no ERROR line in the server's log",
+            not [e for e in events if e.get("level") == "ERROR"],
+        )
         errors = metrics.items()
-        ctx.note("server error counters: " + ", ".join(
-            f"{k.split('{')[1].rstrip('}')}={v:g}" for k, v in errors if k.startswith("ws_errors_total{")))
+        ctx.note(
+            "server error counters: "
+            + ", ".join(
+                f"{k.split('{')[1].rstrip('}')}={v:g}"
+                for k, v in errors
+                if k.startswith("ws_errors_total{")
+            )
+        )
     finally:
         ctx.step("stopping the healthy client")
         await healthy.stop()
-    ctx.check("the healthy client's messages all came back intact",
-              healthy.ledger.summary()["echoed"] == healthy.ledger.sent,
-              str(healthy.ledger.summary()))
+    ctx.check(
+        "the healthy client's messages all came back intact",
+        healthy.ledger.summary()["echoed"] == healthy.ledger.sent,
+        str(healthy.ledger.summary()),
+    )
 
 
 SCENARIO = Scenario(

@@ -84,18 +84,18 @@ class Context:
         self,
         predicate: Callable[[], Any],
         what: str,
-        timeout: float,
+        within: float,
         detail: Callable[[], str] | None = None,
         poll: float = 0.1,
     ) -> float | None:
-        """Check that ``predicate`` (sync or async) becomes true within ``timeout`` units.
+        """Check that ``predicate`` (sync or async) becomes true within ``within`` units.
 
         Records the check with the time it took; returns that time, or None if it did not
         hold in time (the scenario goes on, so the report shows everything that failed).
         """
         loop = asyncio.get_running_loop()
         started = loop.time()
-        deadline = started + seconds(timeout)
+        deadline = started + seconds(within)
         last_error = ""
         while True:
             try:
@@ -112,7 +112,7 @@ class Context:
             if loop.time() >= deadline:
                 extra = f"; {detail()}" if detail else ""
                 extra += f"; last error {last_error}" if last_error else ""
-                self.check(what, False, f"not within {seconds(timeout):.0f} s{extra}")
+                self.check(what, False, f"not within {seconds(within):.0f} s{extra}")
                 return None
             await asyncio.sleep(poll)
 
@@ -127,7 +127,9 @@ class Context:
             if inspect.isawaitable(result):
                 result = await result
             if not result:
-                return self.check(what, False, f"broke after {duration - (end - loop.time()):.2f} s")
+                return self.check(
+                    what, False, f"broke after {duration - (end - loop.time()):.2f} s"
+                )
             await asyncio.sleep(poll)
         return self.check(what, True, f"for {duration:.1f} s")
 

@@ -28,8 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run a failure scenario on a fresh stack and watch it (--list)",
         description=__doc__.splitlines()[0],
     )
-    p.add_argument("name", nargs="?", choices=[*SCENARIOS, "all"], metavar="NAME",
-                   help="a scenario from --list, or 'all'")
+    p.add_argument(
+        "name",
+        nargs="?",
+        choices=[*SCENARIOS, "all"],
+        metavar="NAME",
+        help="a scenario from --list, or 'all'",
+    )
     p.add_argument("--list", action="store_true", help="list the scenarios and what each proves")
     p.set_defaults(run=main)
 

@@ -83,12 +83,16 @@ def spread(values: list[float]) -> str:
     )
 
 
-_PROCESSES = 'for p in /proc/[0-9]*; do printf "%s %s\\n" "${p#/proc/}" "$(tr "\\0" " " < "$p/cmdline")"; done'
+# Every process of a container as "pid title" lines (NGINX images may have no ps).
+_PROCESSES = (
+    'for p in /proc/[0-9]*; do printf "%s %s\\n" "${p#/proc/}"'
+    ' "$(tr "\\0" " " < "$p/cmdline")"; done'
+)
 
 
 def nginx_workers(stack: GatewayStack) -> dict[int, str]:
     """NGINX worker processes in the container: {pid: title} (blocking: Docker exec)."""
-    code, out = stack.nginx.exec(["sh", "-c", _PROCESSES + " 2>/dev/null; true"])
+    _, out = stack.nginx.exec(["sh", "-c", _PROCESSES + " 2>/dev/null; true"])
     workers = {}
     for line in out.splitlines():
         pid, _, title = line.partition(" ")

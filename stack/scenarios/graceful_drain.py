@@ -11,7 +11,7 @@ from stack.gateway import StackOptions
 from stack.scenarios.base import Context, Scenario
 from stack.scenarios.common import account, codes, spread
 from stack.scenarios.rawws import RawWebSocket
-from stack.waits import http_status
+from stack.waits import http_status, seconds
 
 CLIENTS = 10
 SHUTDOWN_TIMEOUT = 4  # WS_SHUTDOWN_TIMEOUT; the server waits half of it for close frames
@@ -65,24 +65,32 @@ async def run(ctx: Context) -> None:
         ctx.check("the silent client is connected", silent.status == 101, f"status {silent.status}")
         await ctx.expect(
             lambda: all(c.connected and c.ledger.echoed >= 3 for c in fleet.clients),
-            f"all {CLIENTS} clients echoing", 20,
+            f"all {CLIENTS} clients echoing",
+            20,
         )
         watch.start()
-        await ctx.expect(lambda: watch.samples and watch.samples[-1][1] == "200",
-                         "readiness answers 200 before the stop", 5)
+        await ctx.expect(
+            lambda: watch.samples and watch.samples[-1][1] == "200",
+            "readiness answers 200 before the stop",
+            5,
+        )
 
         ctx.step(f"docker stop on the server (SIGTERM; WS_SHUTDOWN_TIMEOUT={SHUTDOWN_TIMEOUT}s)")
         stop_at = time.time()
         stopping = ctx.background(stack.server.stop, 15)
         await ctx.expect(
             lambda: all(not c.sessions[0].open for c in fleet.clients),
-            "every client's connection was closed", SHUTDOWN_TIMEOUT + 2,
+            "every client's connection was closed",
+            SHUTDOWN_TIMEOUT + 2,
         )
         first = [c.sessions[0] for c in fleet.clients]
-        ctx.check("every client got 1001 (going away) from the server",
-                  all(s.code == 1001 and s.closed_by == "server" for s in first), codes(first))
+        ctx.check(
+            "every client got 1001 (going away) from the server",
+            all(s.code == 1001 and s.closed_by == "server" for s in first),
+            codes(first),
+        )
         ctx.figure("stop to 1001 at the clients", spread([s.closed_at - stop_at for s in first]))
-        code, reason = await silent.read_close(timeout=SHUTDOWN_TIMEOUT)
+        code, reason = await silent.read_close(within=SHUTDOWN_TIMEOUT)
         ctx.check("the silent client got 1001 too", code == 1001, f"{code} {reason!r}")
 
         exit_code = await stopping
@@ -91,11 +99,14 @@ async def run(ctx: Context) -> None:
         ctx.check(
             f"the container exited 0 within its shutdown timeout ({SHUTDOWN_TIMEOUT} s + 1.5 s"
             " for Docker)",
-            exit_code == 0 and stopped_in <= SHUTDOWN_TIMEOUT + 1.5,
+            exit_code == 0 and stopped_in <= SHUTDOWN_TIMEOUT + seconds(1.5),
             f"exit {exit_code} after {stopped_in:.2f} s",
         )
-        ctx.check("the silent client was dropped, not waited for forever",
-                  await silent.wait_eof(2), "TCP closed")
+        ctx.check(
+            "the silent client was dropped, not waited for forever",
+            await silent.wait_eof(2),
+            "TCP closed",
+        )
         watch.stop()
 
         first_503 = watch.first("503", after=stop_at)
@@ -105,14 +116,22 @@ async def run(ctx: Context) -> None:
             if not seen or seen[-1] != answer:
                 seen.append(answer)
         ctx.note(f"readiness answers over time: {' -> '.join(seen)}")
-        ctx.check("readiness turned 503 while the server drained",
-                  first_503 is not None and (last_200 is None or last_200 < first_503),
-                  f"first 503 {first_503 - stop_at:.2f} s after the stop" if first_503 else "no 503")
+        ctx.check(
+            "readiness turned 503 while the server drained",
+            first_503 is not None and (last_200 is None or last_200 < first_503),
+            f"first 503 {first_503 - stop_at:.2f} s after the stop" if first_503 else "no 503",
+        )
         events = await ctx.server_events()
         names = [e.get("event") for e in events]
         draining = names.index("server_draining") if "server_draining" in names else None
-        first_1001 = next((i for i, e in enumerate(events)
-                           if e.get("event") == "connection_closed" and e.get("code") == 1001), None)
+        first_1001 = next(
+            (
+                i
+                for i, e in enumerate(events)
+                if e.get("event") == "connection_closed" and e.get("code") == 1001
+            ),
+            None,
+        )
         ctx.check(
             "the server was not ready before it closed the first connection (log order:"
             " server_draining, then connection_closed 1001)",
@@ -120,7 +139,9 @@ async def run(ctx: Context) -> None:
             f"log lines {draining} and {first_1001}",
         )
         stopped = next((e for e in events if e.get("event") == "server_stopped"), {})
-        ctx.figure("server's own drain time (server_stopped.duration_s)", stopped.get("duration_s"), "s")
+        ctx.figure(
+            "server's own drain time (server_stopped.duration_s)", stopped.get("duration_s"), "s"
+        )
         ctx.note(f"connections the server had to abort at the end: {stopped.get('aborted')}")
         statuses = sorted({str(f.status) for f in fleet.handshake_failures() if f.at >= stop_at})
         ctx.note(f"clients' reconnect attempts meanwhile were answered: {', '.join(statuses)}")

@@ -77,8 +77,13 @@ asyncio.run(main())
 
 async def _handshake(url: str, request_id: str) -> tuple[ClientConnection | None, int]:
     try:
-        ws = await connect(url, proxy=None, compression=None, open_timeout=5,
-                           additional_headers={"X-Request-ID": request_id})
+        ws = await connect(
+            url,
+            proxy=None,
+            compression=None,
+            open_timeout=5,
+            additional_headers={"X-Request-ID": request_id},
+        )
     except InvalidStatus as e:
         return None, e.response.status_code
     return ws, 101
@@ -102,8 +107,10 @@ async def run(ctx: Context) -> None:
     url = stack.url
 
     # ---- 1. the rate limit, from the host's address -----------------------------------------
-    ctx.step(f"handshakes from the host, one after the other, until NGINX refuses one"
-             f" (WS_RATE_LIMIT={RATE_PER_MINUTE}r/m, WS_RATE_BURST={BURST}, nodelay)")
+    ctx.step(
+        f"handshakes from the host, one after the other, until NGINX refuses one"
+        f" (WS_RATE_LIMIT={RATE_PER_MINUTE}r/m, WS_RATE_BURST={BURST}, nodelay)"
+    )
     admitted, first_refusal = 0, None
     started = time.monotonic()
     for n in range(1, 5 * BURST):
@@ -127,8 +134,10 @@ async def run(ctx: Context) -> None:
     )
 
     # ---- 2. another address is served meanwhile; the per-IP connection cap ------------------
-    ctx.step("a client in a container on the edge network (its own address) connects while"
-             " the host keeps knocking")
+    ctx.step(
+        "a client in a container on the edge network (its own address) connects while"
+        " the host keeps knocking"
+    )
     host_tries: list[tuple[float, int]] = []
     knocking = True
 
@@ -144,13 +153,18 @@ async def run(ctx: Context) -> None:
 
     knocker = asyncio.get_running_loop().create_task(knock())
     probe = await ctx.blocking(
-        probes.python, stack, stack.edge, PROBE, "probe-other-ip",
+        probes.python,
+        stack,
+        stack.edge,
+        PROBE,
+        "probe-other-ip",
         {"URL": "ws://nginx:8080/ws", "CAP": str(CONN_CAP)},
     )
     try:
         await ctx.expect(
             lambda: _has_step(ctx, probe, "holding"),
-            f"the probe connected, then opened {CONN_CAP} + 1 connections", 30,
+            f"the probe connected, then opened {CONN_CAP} + 1 connections",
+            30,
         )
         knocking = False
         await knocker
@@ -175,8 +189,10 @@ async def run(ctx: Context) -> None:
         )
 
         # ---- 3. the server's own cap: WS_MAX_CONNECTIONS, whatever the address ----------------
-        ctx.step(f"the server holds {CONN_CAP} of the probe's; the host opens more"
-                 f" (WS_MAX_CONNECTIONS={MAX_CONNECTIONS})")
+        ctx.step(
+            f"the server holds {CONN_CAP} of the probe's; the host opens more"
+            f" (WS_MAX_CONNECTIONS={MAX_CONNECTIONS})"
+        )
         answers: list[int] = []
         held: list[ClientConnection] = []
 
@@ -223,7 +239,7 @@ async def run(ctx: Context) -> None:
     )
     ctx.check(
         "NGINX's error log names both limits: the handshake rate and the connection cap",
-        'limiting requests' in logs and 'limiting connections' in logs,
+        "limiting requests" in logs and "limiting connections" in logs,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import suppress
 
 from websockets.asyncio.client import connect
 
@@ -11,6 +12,7 @@ from stack.client import Fleet
 from stack.gateway import StackOptions
 from stack.scenarios.base import Context, Scenario
 from stack.scenarios.common import account, codes, nginx_master_pid_started, nginx_workers, spread
+from stack.waits import seconds
 
 CLIENTS = 10
 SHUTDOWN_TIMEOUT = 8  # WORKER_SHUTDOWN_TIMEOUT: old workers close their WebSockets after this
@@ -47,21 +49,32 @@ async def run(ctx: Context) -> None:
         old_idle = await _idle_connection(url)
         await ctx.expect(
             lambda: all(c.connected and c.ledger.echoed >= 3 for c in fleet.clients),
-            f"all {CLIENTS} clients echoing", 20,
+            f"all {CLIENTS} clients echoing",
+            20,
         )
         old_workers = await ctx.blocking(nginx_workers, stack)
         ctx.note(f"NGINX workers before the reload: {sorted(old_workers)}")
 
-        ctx.step(f"changing proxy_read_timeout {OLD_READ_TIMEOUT}s -> {NEW_READ_TIMEOUT}s in the"
-                 " rendered config, then `nginx -s reload`")
+        ctx.step(
+            f"changing proxy_read_timeout {OLD_READ_TIMEOUT}s -> {NEW_READ_TIMEOUT}s in the"
+            " rendered config, then `nginx -s reload`"
+        )
         code, out = await ctx.blocking(
             stack.nginx.exec,
-            ["sed", "-i", f"s/proxy_read_timeout {OLD_READ_TIMEOUT}s;/proxy_read_timeout"
-             f" {NEW_READ_TIMEOUT}s;/", SNIPPET],
+            [
+                "sed",
+                "-i",
+                f"s/proxy_read_timeout {OLD_READ_TIMEOUT}s;/proxy_read_timeout"
+                f" {NEW_READ_TIMEOUT}s;/",
+                SNIPPET,
+            ],
         )
         _, grep = await ctx.blocking(stack.nginx.exec, ["grep", "^proxy_read_timeout", SNIPPET])
-        ctx.check("the rendered config carries the new setting",
-                  code == 0 and f"proxy_read_timeout {NEW_READ_TIMEOUT}s;" in grep, grep.strip())
+        ctx.check(
+            "the rendered config carries the new setting",
+            code == 0 and f"proxy_read_timeout {NEW_READ_TIMEOUT}s;" in grep,
+            grep.strip(),
+        )
         echoed_at_reload = [c.ledger.echoed for c in fleet.clients]
         code, out = await ctx.blocking(stack.reload_nginx)
         reloaded_at = time.time()
@@ -71,21 +84,21 @@ async def run(ctx: Context) -> None:
         # once it has started new workers and told the old ones to stop accepting.
         await ctx.expect(
             lambda: _reload_done(ctx, old_workers),
-            "NGINX started new workers; the old ones are shutting down", 10,
+            "NGINX started new workers; the old ones are shutting down",
+            10,
             detail=lambda: f"workers now {sorted(ctx.last_workers)}",
         )
         ctx.step("opening a new idle connection: it must get the new 2 s read timeout")
         new_idle = await _idle_connection(url)
         opened = time.time()
-        try:
+        with suppress(TimeoutError):
             await asyncio.wait_for(new_idle.wait_closed(), NEW_READ_TIMEOUT + 4)
-        except TimeoutError:
-            pass
         lived = time.time() - opened
         ctx.figure("new idle connection closed by NGINX after", lived, "s")
         ctx.check(
             f"the new setting applies to a new connection: closed after ~{NEW_READ_TIMEOUT} s idle",
-            new_idle.state.name == "CLOSED" and NEW_READ_TIMEOUT - 0.5 <= lived <= NEW_READ_TIMEOUT + 3,
+            new_idle.state.name == "CLOSED"
+            and NEW_READ_TIMEOUT - 0.5 <= lived <= NEW_READ_TIMEOUT + seconds(3),
             f"closed after {lived:.2f} s, code {new_idle.close_code}",
         )
         since_reload = time.time() - reloaded_at
@@ -98,13 +111,22 @@ async def run(ctx: Context) -> None:
         ctx.check(
             "existing connections kept echoing across the reload, none closed",
             all(len(c.sessions) == 1 and c.connected for c in fleet.clients)
-            and all(c.ledger.echoed > n + 3 for c, n in zip(fleet.clients, echoed_at_reload, strict=True)),
-            f"echoes since the reload: {sum(c.ledger.echoed for c in fleet.clients) - sum(echoed_at_reload)}",
+            and all(
+                c.ledger.echoed > n + 3
+                for c, n in zip(fleet.clients, echoed_at_reload, strict=True)
+            ),
+            f"echoes since the reload:"
+            f" {sum(c.ledger.echoed for c in fleet.clients) - sum(echoed_at_reload)}",
         )
         await old_idle.send("still here?")
-        ctx.check("the old idle connection still echoes", await asyncio.wait_for(old_idle.recv(), 5) == "still here?")
+        ctx.check(
+            "the old idle connection still echoes",
+            await asyncio.wait_for(old_idle.recv(), 5) == "still here?",
+        )
 
-        ctx.step(f"waiting for the old workers to exit (WORKER_SHUTDOWN_TIMEOUT={SHUTDOWN_TIMEOUT}s)")
+        ctx.step(
+            f"waiting for the old workers to exit (WORKER_SHUTDOWN_TIMEOUT={SHUTDOWN_TIMEOUT}s)"
+        )
         gone = await ctx.expect(
             lambda: _old_workers_gone(ctx, old_workers),
             f"old workers exited within the shutdown timeout ({SHUTDOWN_TIMEOUT} s + 3 s slack)",
@@ -113,15 +135,23 @@ async def run(ctx: Context) -> None:
         if gone is not None:
             ctx.figure("old workers gone after the reload", time.time() - reloaded_at, "s")
         await ctx.expect(
-            lambda: all(c.connected and len(c.sessions) >= 2 and c.current.echoed >= 3 for c in fleet.clients),
-            "the clients the old workers dropped reconnected to the new workers and echo", 20,
+            lambda: all(
+                c.connected and len(c.sessions) >= 2 and c.current.echoed >= 3
+                for c in fleet.clients
+            ),
+            "the clients the old workers dropped reconnected to the new workers and echo",
+            20,
         )
         dropped = [c.sessions[0] for c in fleet.clients if not c.sessions[0].open]
-        ctx.figure("old connections dropped after the reload",
-                   spread([s.closed_at - reloaded_at for s in dropped]))
+        ctx.figure(
+            "old connections dropped after the reload",
+            spread([s.closed_at - reloaded_at for s in dropped]),
+        )
         ctx.note(f"how they ended: {codes(dropped)}")
-        ctx.check("NGINX itself was not restarted",
-                  await ctx.blocking(nginx_master_pid_started, stack) == nginx_before)
+        ctx.check(
+            "NGINX itself was not restarted",
+            await ctx.blocking(nginx_master_pid_started, stack) == nginx_before,
+        )
     finally:
         ctx.step("stopping the clients")
         await fleet.stop()

@@ -48,8 +48,10 @@ async def run(ctx: Context) -> None:
             lambda: _gauge_is(ctx, CLIENTS), f"server gauge ws_connections_active = {CLIENTS}", 15
         )
 
-        ctx.step(f"restarting the NGINX container (docker restart; SIGQUIT, workers close"
-                 f" WebSockets after WORKER_SHUTDOWN_TIMEOUT={SHUTDOWN_TIMEOUT}s)")
+        ctx.step(
+            f"restarting the NGINX container (docker restart; SIGQUIT, workers close"
+            f" WebSockets after WORKER_SHUTDOWN_TIMEOUT={SHUTDOWN_TIMEOUT}s)"
+        )
         restarted_at = time.time()
         restart = ctx.background(stack.nginx.restart, 15)
         await ctx.expect(
@@ -58,8 +60,10 @@ async def run(ctx: Context) -> None:
             SHUTDOWN_TIMEOUT + 4,
         )
         first = [c.sessions[0] for c in fleet.clients]
-        ctx.figure("connection closed after restart",
-                   spread([s.closed_at - restarted_at for s in first if s.closed_at]))
+        ctx.figure(
+            "connection closed after restart",
+            spread([s.closed_at - restarted_at for s in first if s.closed_at]),
+        )
         ctx.note(f"first connections ended: {codes(first)}")
         await restart
         ctx.figure("NGINX restart took", time.time() - restarted_at, "s")
@@ -91,7 +95,8 @@ async def run(ctx: Context) -> None:
             15,
         )
         closed = [
-            e for e in await ctx.server_events(event="connection_closed")
+            e
+            for e in await ctx.server_events(event="connection_closed")
             if str(e.get("request_id", "")).startswith("r")  # our clients' X-Request-ID
         ]
         ctx.check(

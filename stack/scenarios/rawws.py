@@ -2,7 +2,7 @@
 
     conn = await RawWebSocket.open("127.0.0.1", 8080, request_id="bad-utf8")
     await conn.send_frame(frame(OP_TEXT, b"\\xff\\xfe"))       # invalid UTF-8
-    code, reason = await conn.read_close(timeout=5)           # (1007, "...")
+    code, reason = await conn.read_close(within=5)           # (1007, "...")
 
 Frames follow RFC 6455 section 5.2; client frames are masked unless asked otherwise.
 """
@@ -18,7 +18,12 @@ OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x
 
 
 def frame(
-    opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, mask: bool = True,
+    opcode: int,
+    payload: bytes,
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    mask: bool = True,
     length: int | None = None,
 ) -> bytes:
     """One frame; ``length`` overrides the announced payload length (a lie, on purpose)."""
@@ -58,10 +63,16 @@ class RawWebSocket:
 
     @classmethod
     async def open(
-        cls, host: str, port: int, *, path: str = "/ws", host_header: str = "127.0.0.1",
-        request_id: str | None = None, timeout: float = 5,
+        cls,
+        host: str,
+        port: int,
+        *,
+        path: str = "/ws",
+        host_header: str = "127.0.0.1",
+        request_id: str | None = None,
+        within: float = 5,
     ) -> RawWebSocket:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), within)
         key = base64.b64encode(os.urandom(16)).decode()
         lines = [
             f"GET {path} HTTP/1.1",
@@ -75,14 +86,14 @@ class RawWebSocket:
             lines.append(f"X-Request-ID: {request_id}")
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
         await writer.drain()
-        response = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        response = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), within)
         return cls(reader, writer, response)
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def read_frame(self, timeout: float) -> tuple[int, bytes]:
+    async def read_frame(self, within: float) -> tuple[int, bytes]:
         """(opcode, payload) of the next frame from the server (unmasked)."""
 
         async def read() -> tuple[int, bytes]:
@@ -98,12 +109,12 @@ class RawWebSocket:
                 payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
             return b0 & 0x0F, payload
 
-        return await asyncio.wait_for(read(), timeout)
+        return await asyncio.wait_for(read(), within)
 
-    async def read_close(self, timeout: float) -> tuple[int | None, str]:
+    async def read_close(self, within: float) -> tuple[int | None, str]:
         """Read frames until a close frame: its (code, reason); (None, why) if none came."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within
         try:
             while True:
                 opcode, payload = await self.read_frame(max(0.01, deadline - loop.time()))
@@ -116,12 +127,12 @@ class RawWebSocket:
         except (ConnectionError, OSError) as e:
             return None, f"{type(e).__name__}"
         except TimeoutError:
-            return None, f"no close frame within {timeout:g} s"
+            return None, f"no close frame within {within:g} s"
 
-    async def wait_eof(self, timeout: float) -> bool:
-        """True when the peer closed the TCP connection within ``timeout``."""
+    async def wait_eof(self, within: float) -> bool:
+        """True when the peer closed the TCP connection within ``within``."""
         try:
-            while await asyncio.wait_for(self.reader.read(65536), timeout):
+            while await asyncio.wait_for(self.reader.read(65536), within):
                 pass
         except TimeoutError:
             return False

@@ -6,6 +6,7 @@ import asyncio
 import os
 import threading
 import time
+from contextlib import suppress
 
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -54,10 +55,8 @@ class StatsSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
+            with suppress(Exception):  # a sample lost to a busy daemon is no failure
                 self.samples.append(self.service.stats())
-            except Exception:  # a sample lost to a busy daemon is no failure
-                pass
 
     @property
     def peak(self) -> float:
@@ -70,9 +69,15 @@ class StatsSampler:
 
 async def _open(url: str, n: int) -> ClientConnection | BaseException:
     try:
-        return await connect(url, proxy=None, compression=None, ping_interval=None,
-                             open_timeout=30, close_timeout=2,
-                             additional_headers={"X-Request-ID": f"load-{n}"})
+        return await connect(
+            url,
+            proxy=None,
+            compression=None,
+            ping_interval=None,
+            open_timeout=30,
+            close_timeout=2,
+            additional_headers={"X-Request-ID": f"load-{n}"},
+        )
     except Exception as e:
         return e
 
@@ -85,8 +90,15 @@ async def _echo(ws: ClientConnection, n: int) -> bool:
 
 async def _push(url: str, n: int) -> tuple[int, str]:
     """A client that sends and never reads: how far does it get before it is held back?"""
-    ws = await connect(url, proxy=None, compression=None, ping_interval=None, open_timeout=10,
-                       max_queue=1, additional_headers={"X-Request-ID": f"slow-{n}"})
+    ws = await connect(
+        url,
+        proxy=None,
+        compression=None,
+        ping_interval=None,
+        open_timeout=10,
+        max_queue=1,
+        additional_headers={"X-Request-ID": f"slow-{n}"},
+    )
     sent = 0
     chunk = os.urandom(CHUNK)
     try:
@@ -119,32 +131,43 @@ async def run(ctx: Context) -> None:
             conns += [c for c in batch if isinstance(c, ClientConnection)]
             failures += [c for c in batch if not isinstance(c, ClientConnection)]
         ctx.figure("time to open them", time.monotonic() - started, "s")
-        ctx.check(f"all {CONNECTIONS} handshakes succeeded", len(conns) == CONNECTIONS,
-                  f"{len(conns)} open, {len(failures)} failed"
-                  + (f", e.g. {failures[0]!r}" if failures else ""))
+        ctx.check(
+            f"all {CONNECTIONS} handshakes succeeded",
+            len(conns) == CONNECTIONS,
+            f"{len(conns)} open, {len(failures)} failed"
+            + (f", e.g. {failures[0]!r}" if failures else ""),
+        )
         echoes = []
         for first in range(0, len(conns), BATCH):
             echoes += await asyncio.gather(
-                *(_echo(ws, first + i) for i, ws in enumerate(conns[first:first + BATCH])),
+                *(_echo(ws, first + i) for i, ws in enumerate(conns[first : first + BATCH])),
                 return_exceptions=True,
             )
-        ctx.check("every connection echoes", all(e is True for e in echoes),
-                  f"{sum(e is True for e in echoes)} of {len(conns)}")
-        await ctx.expect(lambda: _gauge_is(ctx, len(conns)),
-                         f"server gauge = {len(conns)}", 15)
+        ctx.check(
+            "every connection echoes",
+            all(e is True for e in echoes),
+            f"{sum(e is True for e in echoes)} of {len(conns)}",
+        )
+        await ctx.expect(lambda: _gauge_is(ctx, len(conns)), f"server gauge = {len(conns)}", 15)
         now = await ctx.blocking(stack.server.stats)
         ctx.figure(f"server memory with {len(conns)} connections", now["memory_bytes"] / MiB, "MiB")
         if conns:
-            ctx.figure("per connection (server)",
-                       (now["memory_bytes"] - idle["memory_bytes"]) / len(conns) / 2**10, "KiB")
+            ctx.figure(
+                "per connection (server)",
+                (now["memory_bytes"] - idle["memory_bytes"]) / len(conns) / 2**10,
+                "KiB",
+            )
 
         ctx.step(f"{SLOW_READERS} slow readers: send {CHUNK // 2**10} KiB messages, never read")
         before_push = await ctx.blocking(stack.server.stats)
-        pushed = await asyncio.gather(*(_push(url, n) for n in range(SLOW_READERS)),
-                                      return_exceptions=True)
+        pushed = await asyncio.gather(
+            *(_push(url, n) for n in range(SLOW_READERS)), return_exceptions=True
+        )
         ok = [p for p in pushed if isinstance(p, tuple)]
-        ctx.figure("each slow reader got out before being held back",
-                   ", ".join(f"{s / MiB:.1f} MiB" for s, _ in ok) or repr(pushed))
+        ctx.figure(
+            "each slow reader got out before being held back",
+            ", ".join(f"{s / MiB:.1f} MiB" for s, _ in ok) or repr(pushed),
+        )
         ctx.check(
             "backpressure held every slow reader back (the server stopped reading from it)",
             len(ok) == SLOW_READERS and all(how.startswith("held back") for _, how in ok),
@@ -157,8 +180,10 @@ async def run(ctx: Context) -> None:
             each = max(growth / SLOW_READERS, 0.1)
             room = (after_push["memory_limit_bytes"] - after_push["memory_bytes"]) / MiB
             ctx.figure("server memory per slow reader", each, "MiB")
-            ctx.note(f"at that rate the server's limit would take ~{room / each:.0f} more"
-                     f" such slow readers ({CHUNK // 2**10} KiB messages)")
+            ctx.note(
+                f"at that rate the server's limit would take ~{room / each:.0f} more"
+                f" such slow readers ({CHUNK // 2**10} KiB messages)"
+            )
         pushed_total = sum(s for s, _ in ok) / MiB
         ctx.check(
             "a slow reader costs the server a bounded amount (< 16 MiB each), not what it"
@@ -173,34 +198,51 @@ async def run(ctx: Context) -> None:
         for ws in conns:
             ws.transport.abort()
     limit = server_stats.limit or 1
-    ctx.figure("server memory peak (docker stats)",
-               f"{server_stats.peak / MiB:.1f} MiB of {limit / MiB:.0f} MiB"
-               f" ({100 * server_stats.peak / limit:.1f} %), {len(server_stats.samples)} samples")
-    ctx.figure("NGINX memory peak (docker stats)",
-               f"{nginx_stats.peak / MiB:.1f} MiB of {nginx_stats.limit / MiB:.0f} MiB")
-    ctx.check("the server stayed within its memory limit",
-              0 < server_stats.peak < server_stats.limit)
+    ctx.figure(
+        "server memory peak (docker stats)",
+        f"{server_stats.peak / MiB:.1f} MiB of {limit / MiB:.0f} MiB"
+        f" ({100 * server_stats.peak / limit:.1f} %), {len(server_stats.samples)} samples",
+    )
+    ctx.figure(
+        "NGINX memory peak (docker stats)",
+        f"{nginx_stats.peak / MiB:.1f} MiB of {nginx_stats.limit / MiB:.0f} MiB",
+    )
+    ctx.check(
+        "the server stayed within its memory limit", 0 < server_stats.peak < server_stats.limit
+    )
     ctx.check("NGINX stayed within its memory limit", 0 < nginx_stats.peak < nginx_stats.limit)
     oom = await ctx.blocking(lambda: (stack.server.oom_killed(), stack.nginx.oom_killed()))
     status = await ctx.blocking(lambda: (stack.server.status, stack.nginx.status))
-    ctx.check("no container was OOM-killed, both still run",
-              oom == (False, False) and status == ("running", "running"),
-              f"OOMKilled server/nginx {oom}, status {status}")
+    ctx.check(
+        "no container was OOM-killed, both still run",
+        oom == (False, False) and status == ("running", "running"),
+        f"OOMKilled server/nginx {oom}, status {status}",
+    )
     last: list[float] = []
 
     async def gauge_is_0() -> bool:
         last.append(await ctx.gauge())
         return last[-1] == 0
 
-    await ctx.expect(gauge_is_0,
-                     "after the clients left, the server gauge is 0 (the slow readers' stuck"
-                     f" connections dropped by the heartbeat within {2 * PING_INTERVAL} s)",
-                     2 * PING_INTERVAL + 10,
-                     detail=lambda: f"gauge {last[-1]:g}" if last else "")
-    slow = [e for e in await ctx.server_events(event="connection_closed")
-            if str(e.get("request_id", "")).startswith("slow-")]
-    ctx.note("the slow readers' server connections ended: " + ", ".join(
-        f"{e.get('drop_reason') or e.get('closed_by')} after {e.get('duration_s')} s" for e in slow))
+    await ctx.expect(
+        gauge_is_0,
+        "after the clients left, the server gauge is 0 (the slow readers' stuck"
+        f" connections dropped by the heartbeat within {2 * PING_INTERVAL} s)",
+        2 * PING_INTERVAL + 10,
+        detail=lambda: f"gauge {last[-1]:g}" if last else "",
+    )
+    slow = [
+        e
+        for e in await ctx.server_events(event="connection_closed")
+        if str(e.get("request_id", "")).startswith("slow-")
+    ]
+    ctx.note(
+        "the slow readers' server connections ended: "
+        + ", ".join(
+            f"{e.get('drop_reason') or e.get('closed_by')} after {e.get('duration_s')} s"
+            for e in slow
+        )
+    )
 
 
 async def _gauge_is(ctx: Context, value: int) -> bool:

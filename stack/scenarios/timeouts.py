@@ -9,6 +9,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from stack.gateway import StackOptions
 from stack.scenarios.base import Context, Scenario
+from stack.waits import seconds
 
 READ_TIMEOUT = 3  # PROXY_READ_TIMEOUT of both stacks
 PING_INTERVAL = 1  # WS_PING_INTERVAL of the "pings" stack (0 turns the heartbeat off)
@@ -44,8 +45,10 @@ async def _lifetime(ws: ClientConnection, limit: float) -> float | None:
 async def run(ctx: Context) -> None:
     quiet, pinging = ctx.stacks["main"], ctx.stacks["pings"]
     watch = 3 * READ_TIMEOUT  # how long the pinged connection must live on (3x the timeout)
-    ctx.step(f"one idle connection through each NGINX (proxy_read_timeout {READ_TIMEOUT}s):"
-             f" server heartbeat off / every {PING_INTERVAL} s")
+    ctx.step(
+        f"one idle connection through each NGINX (proxy_read_timeout {READ_TIMEOUT}s):"
+        f" server heartbeat off / every {PING_INTERVAL} s"
+    )
     idle_quiet = await _idle(quiet.url)
     idle_pinged = await _idle(pinging.url)
     try:
@@ -57,9 +60,11 @@ async def run(ctx: Context) -> None:
         ctx.check(
             f"without server pings NGINX closed the idle connection at proxy_read_timeout"
             f" ({READ_TIMEOUT} s)",
-            quiet_life is not None and READ_TIMEOUT - 0.5 <= quiet_life <= READ_TIMEOUT + 2,
+            quiet_life is not None
+            and READ_TIMEOUT - 0.5 <= quiet_life <= READ_TIMEOUT + seconds(2),
             f"closed after {quiet_life:.2f} s, close code {idle_quiet.close_code}"
-            if quiet_life is not None else "still open",
+            if quiet_life is not None
+            else "still open",
         )
         ctx.check(
             f"with server pings every {PING_INTERVAL} s the idle connection outlived it"
@@ -72,12 +77,19 @@ async def run(ctx: Context) -> None:
             echo = await asyncio.wait_for(idle_pinged.recv(), 5)
             ctx.check("and it still echoes", echo == "after 3x the read timeout")
         pings = await ctx.metrics(pinging)
-        ctx.note(f"the server behind the pinging stack has {pings['ws_connections_active']:g}"
-                 " open connection(s)")
+        ctx.note(
+            f"the server behind the pinging stack has {pings['ws_connections_active']:g}"
+            " open connection(s)"
+        )
         closed = await ctx.server_events(quiet, event="connection_closed")
-        ctx.note("quiet server saw: " + "; ".join(
-            f"code {e.get('code')} by {e.get('closed_by')} after {e.get('duration_s')} s"
-            for e in closed if e.get("duration_s", 0) > 1))
+        ctx.note(
+            "quiet server saw: "
+            + "; ".join(
+                f"code {e.get('code')} by {e.get('closed_by')} after {e.get('duration_s')} s"
+                for e in closed
+                if e.get("duration_s", 0) > 1
+            )
+        )
     finally:
         await idle_quiet.close()
         await idle_pinged.close()

@@ -66,8 +66,9 @@ async def test_a_silent_path_fails_in_flight_messages_and_reconnects() -> None:
     first = client.sessions[0]
     assert first.note == "no echo within 0.3 s" and first.code == 1006
     failed = [m for m in client.ledger.messages.values() if m.session == 1]
-    assert failed and all(m.outcome is Outcome.FAILED and "no echo within" in m.reason
-                          for m in failed)
+    assert failed and all(
+        m.outcome is Outcome.FAILED and "no echo within" in m.reason for m in failed
+    )
     assert not any(m.lost_at_stop for m in failed)
 
 
@@ -85,15 +86,18 @@ async def test_retries_with_backoff_until_the_server_is_there() -> None:
     with socket.socket() as s:  # a free port, nothing listening yet
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    client = ReconnectingClient(f"ws://127.0.0.1:{port}/ws", name="late",
-                                backoff_initial=0.02, backoff_max=0.1)
+    client = ReconnectingClient(
+        f"ws://127.0.0.1:{port}/ws", name="late", backoff_initial=0.02, backoff_max=0.1
+    )
     client.start()
     await client.wait_until(lambda c: len(c.handshake_failures) >= 3, "3 failed attempts", 10)
     async with serve(echo, "127.0.0.1", port):
         await client.wait_until(lambda c: c.ledger.echoed >= 3, "echoes once it is up", 10)
         await client.stop()
-    assert all("ConnectionRefusedError" in f.error or "OSError" in f.error
-               for f in client.handshake_failures)
+    assert all(
+        "ConnectionRefusedError" in f.error or "OSError" in f.error
+        for f in client.handshake_failures
+    )
     assert client.ledger.summary()["echoed"] == client.ledger.sent
 
 
