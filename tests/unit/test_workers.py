@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from websockets.sync.client import connect
@@ -32,6 +34,21 @@ def echo(url: str, message: str) -> str:
     with connect(url, open_timeout=5, close_timeout=2) as ws:
         ws.send(message)
         return ws.recv(timeout=5)
+
+
+def wait_for_both_workers(port: int, deadline: float) -> None:
+    """Until /metrics has answered from worker 0 and worker 1 (each request lands on one).
+
+    A worker still starting has no SIGTERM handler yet: tests stop only after this.
+    """
+    seen: set[str] = set()
+    while len(seen) < 2:
+        assert time.monotonic() < deadline, f"only workers {seen} answered"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                seen |= set(re.findall(r'worker="(\d+)"', r.read().decode()))
+        except OSError:
+            time.sleep(0.1)
 
 
 def test_two_workers_serve_one_port_and_stop_cleanly_on_sigterm() -> None:
@@ -64,6 +81,7 @@ def test_two_workers_serve_one_port_and_stop_cleanly_on_sigterm() -> None:
                 assert proc.poll() is None, "the supervisor exited"
                 assert time.monotonic() < deadline, "no worker answered within 20 s"
                 time.sleep(0.1)
+        wait_for_both_workers(port, deadline)
         for n in range(20):  # the kernel spreads these over both workers
             assert echo(url, f"message {n}") == f"message {n}"
     finally:
@@ -97,6 +115,7 @@ def test_supervisor_relays_sigterm_to_its_workers_in_process(capsys) -> None:
                     echoed.append(echo(url, "in process"))
                 except OSError:
                     time.sleep(0.1)
+            wait_for_both_workers(port, deadline)
         finally:
             os.kill(os.getpid(), signal.SIGTERM)  # the supervisor relays it to the workers
 
