@@ -67,6 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=10.0,
         help="capacity: server heartbeat interval, WS_PING_INTERVAL (10 s)",
     )
+    p.add_argument(
+        "--keep-limits",
+        action="store_true",
+        help="capacity: keep the compose memory limits (default: raise them to fit "
+        "the target, and say so in the report)",
+    )
     p.set_defaults(run=_run)
     return p
 

@@ -64,6 +64,20 @@ def memory_bytes(cid: str) -> int:
     )
 
 
+def oom_kills(cid: str) -> int:
+    """Processes of the container the kernel killed for memory (NGINX respawns workers)."""
+    path = _v1("memory", cid)
+    if path is not None:
+        for line in (path / "memory.oom_control").read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+    elif (v2 := _v2(cid)) is not None and (v2 / "memory.events").exists():
+        for line in (v2 / "memory.events").read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+    return 0
+
+
 def pids(cid: str) -> list[int]:
     """Host PIDs of the container's processes."""
     for path in (_v1("memory", cid), _v2(cid)):

@@ -83,7 +83,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     cap = results.get("capacity")
     if cap and "held" in cap:
-        ok = cap["held"] >= 20000 and cap.get("sample_failed", 1) == 0
+        ok = (
+            cap["held"] >= 20000
+            and cap.get("sample_failed", 1) == 0
+            and not any(cap.get("oom_kills", {}).values())
+        )
         out.append(
             {
                 "target": "20,000 connections held via NGINX with heartbeats, sample echoes",
@@ -188,6 +192,20 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{_cpu(r['cpu'])} |"
             )
         lines += ["", "![latency percentiles](latency.svg)", ""]
+    mem = results.get("memory")
+    if mem and mem.get("rows"):
+        lines += [
+            f"## Memory per idle connection, direct ({mem['connections']:,} connections, no NGINX)",
+            "",
+            "| server | per connection (cgroup) | per connection (RssAnon) | sample echoed |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for r in mem["rows"]:
+            lines.append(
+                f"| {r['name']} | {r['bytes_per_connection'] / 1024:.1f} KiB | "
+                f"{r['anon_bytes_per_connection'] / 1024:.1f} KiB | {r['sample_ok']} |"
+            )
+        lines.append("")
     cap = results.get("capacity")
     if cap and "held" in cap:
         lines += [
@@ -196,7 +214,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"Target {cap['target']:,}; reached {cap['reached']:,}; held {cap['held']:,} for "
             f"{cap['hold_seconds']:.0f} s with {cap['pings_during_hold']:,} heartbeat pings answered; "
             f"sample of {cap['sample_ok'] + cap['sample_failed']:,} connections: {cap['sample_ok']:,} echoed intact. "
-            f"Limit: {cap.get('limit') or 'none hit (target reached)'}.",
+            f"Limit: {cap.get('limit') or 'none hit (target reached)'}. "
+            f"Processes killed for memory: {cap.get('oom_kills', {})}.",
             "",
             "| | idle | at the end | per connection (cgroup) | per connection (RssAnon) | container limit |",
             "| --- | ---: | ---: | ---: | ---: | ---: |",
