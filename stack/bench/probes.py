@@ -97,8 +97,19 @@ def rss_anon_bytes(cid: str) -> int:
     return total
 
 
+def host_busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 class CpuMeter:
-    """CPU seconds of some containers between two samples, as a share of one core."""
+    """CPU seconds of some containers, and of the whole host, between two samples.
+
+    Each figure is a share of one core; ``host`` is everything busy on the machine (so
+    ``host`` minus the containers and the load generator is what others were running).
+    """
 
     def __init__(self, containers: dict[str, str]) -> None:
         self.containers = {name: cid for name, cid in containers.items() if cid}
@@ -109,6 +120,7 @@ class CpuMeter:
     def begin(self, now: float) -> None:
         self.t0 = now
         self.start = {name: cpu_seconds(cid) for name, cid in self.containers.items()}
+        self.start["host"] = host_busy_seconds()
 
     def end(self, now: float) -> dict[str, float]:
         wall = max(now - self.t0, 1e-9)
@@ -116,6 +128,7 @@ class CpuMeter:
             name: (cpu_seconds(cid) - self.start[name]) / wall
             for name, cid in self.containers.items()
         }
+        self.result["host"] = (host_busy_seconds() - self.start["host"]) / wall
         return self.result
 
 
