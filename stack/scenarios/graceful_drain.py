@@ -159,9 +159,9 @@ SCENARIO = Scenario(
     number=5,
     title="Graceful drain on SIGTERM",
     proves=(
-        "`docker stop` makes the server not ready first (/readyz 503, logged before any"
-        " close), then close every connection with 1001 going away, drop a client that does"
-        " not answer its close frame after the close timeout, and exit 0 within"
+        "On `docker stop` (SIGTERM) the server turns not ready first (/readyz 503, logged"
+        " before any close), closes every connection with 1001 going away, drops a client"
+        " that does not answer its close frame after the close timeout, and exits 0 within"
         f" WS_SHUTDOWN_TIMEOUT ({SHUTDOWN_TIMEOUT} s here); no message is lost silently."
     ),
     run=run,

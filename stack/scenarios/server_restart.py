@@ -173,9 +173,10 @@ SCENARIO = Scenario(
     number=3,
     title="Server restart and SIGKILL",
     proves=(
-        "A restarted server tells its clients 1001 and they come back; after a SIGKILL NGINX"
-        " answers 502 at once while nothing is listening, then routes to a new server"
-        " container with a new address by re-resolving its name, without an NGINX restart."
+        "A restarted server tells its clients 1001 and they come back. After a SIGKILL no"
+        " handshake hangs: NGINX fails it after PROXY_CONNECT_TIMEOUT (504) while it still"
+        " knows the dead address, and with 502 at once after re-resolving the name; then it"
+        " routes to a new server container with a new address, without an NGINX restart."
         " Clients recover by themselves and every message is accounted for."
     ),
     run=run,
