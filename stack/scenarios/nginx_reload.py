@@ -82,11 +82,12 @@ async def run(ctx: Context) -> None:
 
         # `-s reload` only signals the master: new connections get the new configuration
         # once it has started new workers and told the old ones to stop accepting.
+        seen: dict[int, str] = {}
         await ctx.expect(
-            lambda: _reload_done(ctx, old_workers),
+            lambda: _reload_done(ctx, old_workers, seen),
             "NGINX started new workers; the old ones are shutting down",
             10,
-            detail=lambda: f"workers now {sorted(ctx.last_workers)}",
+            detail=lambda: f"workers now {sorted(seen)}",
         )
         ctx.step("opening a new idle connection: it must get the new 2 s read timeout")
         new_idle = await _idle_connection(url)
@@ -160,9 +161,10 @@ async def run(ctx: Context) -> None:
     account(ctx, fleet)
 
 
-async def _reload_done(ctx: Context, old: dict[int, str]) -> bool:
+async def _reload_done(ctx: Context, old: dict[int, str], seen: dict[int, str]) -> bool:
     now = await ctx.blocking(nginx_workers, ctx.stack)
-    ctx.last_workers = now
+    seen.clear()
+    seen.update(now)
     fresh = set(now) - set(old)
     still_accepting = [pid for pid in old if pid in now and "shutting down" not in now[pid]]
     return bool(fresh) and not still_accepting
