@@ -27,8 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--phases",
-        default="throughput,latency,capacity",
-        help="comma-separated: throughput, latency, capacity (default: all)",
+        default="throughput,latency,memory,capacity",
+        help="comma-separated: throughput, latency, memory, capacity (default: all)",
     )
     p.add_argument(
         "--only",
@@ -37,8 +37,21 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="only runs whose setup, target or name contains one of these words "
         "(e.g. nginx,baseline,workers2,replicas2,logging,asyncio)",
     )
-    p.add_argument("--duration", type=float, default=8.0, help="measured seconds per run (8)")
-    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds before each (2)")
+    p.add_argument("--duration", type=float, default=5.0, help="measured seconds per run (5)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="throughput: runs of a setup are repeated in turn this many times and each "
+        "figure is the median, so a burst of other work on the machine hits all alike (2)",
+    )
+    p.add_argument(
+        "--memory-connections",
+        type=int,
+        default=5000,
+        help="memory: idle connections to the server and to the bare echo (5000)",
+    )
+    p.add_argument("--warmup", type=float, default=1.5, help="warm-up seconds before each (1.5)")
     p.add_argument("--connections", type=int, default=100, help="throughput connections (100)")
     p.add_argument("--size", type=int, default=1024, help="message size in bytes (1024)")
     p.add_argument("--text", action="store_true", help="text messages instead of binary")

@@ -121,7 +121,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _cpu(cpu: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.0%}" for k, v in cpu.items())
+    parts = [f"{k} {v:.0%}" for k, v in cpu.items() if k != "host"]
+    if "host" in cpu:
+        parts.append(f"host busy {cpu['host']:.0%}")
+    return ", ".join(parts)
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -149,10 +152,11 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             f"## Throughput: {s.get('connections')} connections, {s.get('size')} B "
             f"{'text' if s.get('text') else 'binary'} messages, {s.get('inflight')} in flight each, "
-            f"{s.get('duration')} s after {s.get('warmup')} s warm-up, {s.get('clients')} client processes",
+            f"{s.get('duration')} s after {s.get('warmup')} s warm-up, {s.get('clients')} client processes; "
+            f"median of {s.get('rounds', 1)} rounds taken in turn",
             "",
-            "| run | msg/s | MB/s | vs bare (asyncio) | client CPU | server / NGINX CPU | errors |",
-            "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+            "| run | msg/s | MB/s | vs bare (asyncio) | client CPU | server / NGINX / host CPU | each round | errors |",
+            "| --- | ---: | ---: | ---: | ---: | --- | --- | --- |",
         ]
         base = _find(rows, "bare websockets echo (asyncio)")
         for r in rows:
@@ -167,13 +171,16 @@ def markdown(results: dict[str, Any]) -> str:
             )
             lines.append(
                 f"| {r['name']} | {r['messages_per_s']:,.0f} | {r['mb_per_s']:.1f} | {ratio} | "
-                f"{r['client_cpu']:.0%} | {_cpu(r['cpu'])} | {errs} |"
+                f"{r['client_cpu']:.0%} | {_cpu(r['cpu'])} | "
+                f"{' / '.join(f'{x:,}' for x in r.get('rounds', []))} | {errs} |"
             )
         lines.append("")
         lines.append(
-            "MB/s counts echoed payload bytes received by the clients. CPU is a share of "
-            "one core over the measured window (cgroup CPU time for containers, "
-            "process time for the client processes)."
+            "MB/s counts echoed payload bytes received by the clients. CPU is a share of one "
+            "core over the measured window: cgroup CPU time for containers, process time for "
+            "the client processes, /proc/stat for the whole host (all cores: 200% is both "
+            "busy; what the host adds beyond client, server and NGINX is other work on the "
+            "machine, Docker's own included)."
         )
         lines.append("")
     lat = results.get("latency", [])
@@ -182,7 +189,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"## Latency: {s.get('rate'):,} messages/s in total over {s.get('latency_connections')} "
             f"connections, {s.get('size')} B, round trip as the client sees it",
             "",
-            "| run | achieved/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | client CPU | server / NGINX CPU |",
+            "| run | achieved/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | client CPU | server / NGINX / host CPU |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         for r in lat:
