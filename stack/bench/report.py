@@ -234,6 +234,19 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{cap[f'{role}_anon_bytes_per_connection'] / 1024:.1f} KiB | "
                 f"{cap['memory_limits'][role] / 2**20:.0f} MiB |"
             )
+        compose = cap.get("compose_memory_limits", {})
+        raised = [k for k, v in compose.items() if v != cap["memory_limits"].get(k)]
+        if raised:
+            lines += [
+                "",
+                "Memory limit raised for this run (docker update) to fit the target: "
+                + ", ".join(
+                    f"{k} {compose[k] / 2**20:.0f} MiB (compose) to "
+                    f"{cap['memory_limits'][k] / 2**20:.0f} MiB"
+                    for k in raised
+                )
+                + ".",
+            ]
         lines += [
             "",
             "| connections | server MiB | NGINX MiB | failed in step |",
