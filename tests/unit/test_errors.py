@@ -132,3 +132,16 @@ async def test_handler_bug_closes_1011_and_server_keeps_serving(
     assert error["level"] == "ERROR" and error["error"] == "RuntimeError: boom"
     assert gateway.metrics.errors == {"internal_error": 1}
     await wait_until(lambda: gateway.metrics.connections_active == 0)
+
+
+def test_describe_names_the_root_of_an_exception_group():
+    """A broadcast failure (ExceptionGroup) is logged as the write error that caused it."""
+    from server.app import describe
+
+    try:
+        raise OSError("broken pipe")
+    except OSError as cause:
+        failed = RuntimeError("failed to write message")
+        failed.__cause__ = cause
+    assert describe(ExceptionGroup("skipped broadcast", [failed])) == "OSError: broken pipe"
+    assert describe(ValueError("x")) == "ValueError: x"
