@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p reports
 exec .venv/bin/python -m pytest -n auto \
-  --cov --cov-report=term --cov-report=xml:reports/coverage.xml \
+  --cov --cov-fail-under="${COVERAGE_MIN:-90}" --cov-report=term --cov-report=xml:reports/coverage.xml \
   --junitxml=reports/junit.xml "$@"
