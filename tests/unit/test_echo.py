@@ -115,6 +115,18 @@ async def test_fragmented_frames_come_back_as_one_unfragmented_frame(gateway: Ga
         await raw.close()
 
 
+async def test_limit_applies_to_the_reassembled_message(gateway: Gateway):
+    """Fragments of 512 KiB each: two are echoed as 1 MiB, one byte more is 1009."""
+    half = b"\x07" * (MIB // 2)
+    async with connect(gateway.url, max_size=None) as ws:
+        await ws.send([half, half])
+        assert_same(half + half, await ws.recv())
+        await ws.send([half, half, b"!"])
+        with pytest.raises(ConnectionClosedError) as raised:
+            await ws.recv()
+        assert raised.value.rcvd is not None and raised.value.rcvd.code == 1009
+
+
 async def test_hundred_concurrent_clients_get_every_byte_back(gateway: Gateway):
     """100 clients at once, each with its own mixed messages; every byte is checked."""
     rng = random.Random(1234)
