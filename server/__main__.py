@@ -21,7 +21,7 @@ from .app import Gateway
 from .config import Config, ConfigError
 from .logs import configure_logging, log_event
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("server.__main__")  # not "__main__" under python -m
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -135,7 +135,7 @@ def supervise(config: Config) -> int:
                     logging.ERROR,
                     "worker_failed",
                     worker=process.name,
-                    pid=process.pid,
+                    worker_pid=process.pid,
                     exitcode=process.exitcode,
                 )
                 if not stopping:

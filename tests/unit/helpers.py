@@ -273,12 +273,17 @@ class Flood:
 # python -m server in a subprocess
 
 
-def coverage_active() -> bool:
+def coverage_wrap_needed() -> bool:
+    """Whether these tests measure coverage and subprocesses would not be measured by it."""
     try:
         import coverage
     except ImportError:  # pragma: no cover
         return False
-    return coverage.Coverage.current() is not None
+    current = coverage.Coverage.current()
+    if current is None:
+        return False
+    # With [tool.coverage.run] patch = ["subprocess"], coverage measures children itself.
+    return "subprocess" not in (current.config.patch or [])
 
 
 def server_command() -> list[str]:
@@ -287,18 +292,12 @@ def server_command() -> list[str]:
     pytest-cov 7 no longer instruments subprocesses by itself; a parallel data file written
     in the repository root is combined with the rest by pytest-cov at the end of the run.
     """
-    if coverage_active():
+    if coverage_wrap_needed():
         rcfile = ROOT / "pyproject.toml"
         return [
-            sys.executable,
-            "-m",
-            "coverage",
-            "run",
-            "--parallel-mode",
-            f"--rcfile={rcfile}",
-            "-m",
-            "server",
-        ]
+            sys.executable, "-m", "coverage", "run", "--parallel-mode",
+            f"--rcfile={rcfile}", "-m", "server",
+        ]  # fmt: skip
     return [sys.executable, "-m", "server"]
 
 

@@ -179,3 +179,15 @@ async def test_workers_share_one_port_and_stop_together():
         await server.kill()
     assert len(server.events("server_stopped")) == 2
     assert server.events("supervisor_stopped")[0]["status"] == 0
+
+
+def test_failing_workers_make_the_supervisor_exit_1():
+    """If workers cannot serve (here: an address not on this host), the supervisor exits 1."""
+    result = run_server_sync(WS_WORKERS="2", WS_PORT=str(free_port()), WS_HOST="192.0.2.1")
+    assert result.returncode == 1
+    events = [json.loads(x) for x in result.stdout.splitlines() if x.startswith("{")]
+    assert "server_failed" in [e["event"] for e in events]  # the other may be stopped first
+    failed = [e for e in events if e["event"] == "worker_failed"]
+    assert len(failed) == 2 and all(e["exitcode"] != 0 for e in failed)
+    assert all(e["logger"] == "server.__main__" for e in events), events
+    assert events[-1]["event"] == "supervisor_stopped" and events[-1]["status"] == 1
