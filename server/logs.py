@@ -115,7 +115,10 @@ def _text_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
-    text = value if isinstance(value, str) else str(value)
+    if isinstance(value, dict | list | tuple):
+        text = json.dumps(value, ensure_ascii=True, default=str, separators=(",", ":"))
+    else:
+        text = value if isinstance(value, str) else str(value)
     if _BARE_VALUE.fullmatch(text):
         return text
     return json.dumps(text, ensure_ascii=True)

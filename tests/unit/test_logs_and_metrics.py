@@ -81,6 +81,8 @@ def test_text_line_is_key_value():
     assert ts.endswith("Z")
     assert rest.startswith("WARNING connection_closed logger=server.app pid=")
     assert rest.endswith(' code=1009 reason="too big" ok=false ratio=0.5 none=null')
+    nested = TextFormatter().format(record("server_started", config={"port": 1, "x": [1]}))
+    assert nested.endswith(' config="{\\"port\\":1,\\"x\\":[1]}"')
 
 
 def test_foreign_records_and_exceptions_stay_one_line():
