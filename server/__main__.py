@@ -128,7 +128,10 @@ def supervise(config: Config) -> int:
         for sentinel in multiprocessing.connection.wait(list(pending)):
             process = pending.pop(sentinel)  # type: ignore[call-overload]
             process.join()
-            if process.exitcode != 0:
+            # A worker stopped by the signal we relayed (before it could install its own
+            # handler, while still starting) did what was asked: not a failure.
+            relayed = stopping and process.exitcode in (-signal.SIGTERM, -signal.SIGINT)
+            if process.exitcode != 0 and not relayed:
                 status = 1
                 log_event(
                     logger,
