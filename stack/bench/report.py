@@ -255,7 +255,8 @@ def markdown(results: dict[str, Any]) -> str:
         for step in cap["steps"]:
             lines.append(
                 f"| {step['connections']:,} | {step['server_bytes'] / 2**20:.1f} | "
-                f"{step['nginx_bytes'] / 2**20:.1f} | {step['failed']} {step['errors'] or ''} |"
+                f"{step['nginx_bytes'] / 2**20:.1f} | {step['failed']} {step['errors'] or ''}"
+                f"{', ' + str(step.get('retried_ok', 0)) + ' passed on retry' if step['failed'] else ''} |"
             )
         lines.append("")
     tg = results.get("targets", [])
