@@ -135,7 +135,8 @@ class CpuMeter:
 def _first_line(command: list[str]) -> str:
     with suppress(OSError, subprocess.SubprocessError):
         out = subprocess.run(command, capture_output=True, text=True, timeout=20)
-        return (out.stdout or out.stderr).strip().splitlines()[0]
+        lines = (out.stdout or out.stderr).strip().splitlines()
+        return lines[0] if lines else ""
     return "?"
 
 
@@ -181,6 +182,14 @@ def machine(server_image: str, nginx_image: str) -> dict[str, str]:
         "nginx": nginx_version.replace("nginx version: ", ""),
         "load_average": load_average(),
     }
+
+
+def code_version(root: Path) -> str:
+    """The commit measured, and whether server/ or nginx/ differ from it (images are built
+    from the working tree)."""
+    head = _first_line(["git", "-C", str(root), "rev-parse", "--short", "HEAD"])
+    dirty = _first_line(["git", "-C", str(root), "status", "--porcelain", "--", "server", "nginx"])
+    return head + (" with uncommitted changes in server/ or nginx/" if dirty else "")
 
 
 def load_average() -> str:

@@ -138,7 +138,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"Docker {m.get('docker', '?')}. Server image: Python {m.get('server_python', '?')}, "
         f"websockets {m.get('websockets', '?')}, uvloop {m.get('uvloop', '?')}; {m.get('nginx', '?')}. "
         f"Container limits (docker-compose.yaml): {m.get('container_limits', '?')}. "
-        f"Load average at start {m.get('load_average', '?')}, at end {m.get('load_average_end', '?')}.",
+        f"Load average at start {m.get('load_average', '?')}, at end {m.get('load_average_end', '?')}. "
+        f"Code: {m.get('code', '?')}.",
         "",
         "NGINX per-IP limits raised for the bench (all load comes from one address): "
         + ", ".join(f"{k}={v}" for k, v in results.get("nginx_env", {}).items())

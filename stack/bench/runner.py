@@ -137,6 +137,7 @@ class Bench:
         tags = images.ensure_all()
         self.results["machine"] = probes.machine(tags["server"], tags["nginx"])
         self.results["machine"]["host_fd_limit"] = str(fd_limit)
+        self.results["machine"]["code"] = probes.code_version(ROOT)
         self.results["machine"]["container_limits"] = self._limits_text()
         throughput_runs = [r for r in THROUGHPUT_RUNS if self._wanted(r)]
         latency_runs = [r for r in LATENCY_RUNS if self._wanted(r)]
