@@ -188,16 +188,16 @@ def markdown(results: dict[str, Any]) -> str:
     if lat:
         lines += [
             f"## Latency: {s.get('rate'):,} messages/s in total over {s.get('latency_connections')} "
-            f"connections, {s.get('size')} B, round trip as the client sees it",
+            f"connections, {s.get('size')} B, round trip as the client sees it; the round with the median p99 of {s.get('rounds', 1)}",
             "",
-            "| run | achieved/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | client CPU | server / NGINX / host CPU |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+            "| run | achieved/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | client CPU | server / NGINX / host CPU | p99 of each round |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
         ]
         for r in lat:
             lines.append(
                 f"| {r['name']} | {r['achieved_rate']:,.0f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
                 f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['max_ms']:.2f} | {r['client_cpu']:.0%} | "
-                f"{_cpu(r['cpu'])} |"
+                f"{_cpu(r['cpu'])} | {' / '.join(f'{x:.2f}' for x in r.get('rounds_p99_ms', []))} |"
             )
         lines += ["", "![latency percentiles](latency.svg)", ""]
     mem = results.get("memory")

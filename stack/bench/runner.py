@@ -261,8 +261,15 @@ class Bench:
                 row = dict(rows[(len(rows) - 1) // 2])  # the median (lower, for an even count)
                 row["rounds"] = [round(r["messages_per_s"]) for r in rounds[run.name]]
                 self.results["throughput"].append(row)
+            lat_rounds: dict[str, list[dict[str, Any]]] = {run.name: [] for run in runs_l}
+            for _ in range(max(1, self.args.rounds)):
+                for run in runs_l:
+                    lat_rounds[run.name].append(self._latency(stack, setup, run, baselines))
             for run in runs_l:
-                self._latency(stack, setup, run, baselines)
+                rows = sorted(lat_rounds[run.name], key=lambda r: r["p99_ms"])
+                row = dict(rows[(len(rows) - 1) // 2])  # the median p99 (lower, if even)
+                row["rounds_p99_ms"] = [round(r["p99_ms"], 2) for r in lat_rounds[run.name]]
+                self.results["latency"].append(row)
         finally:
             stack.down()
 
@@ -378,7 +385,9 @@ class Bench:
         return row
 
     # ---- latency ---------------------------------------------------------------------------
-    def _latency(self, stack: GatewayStack, setup: Setup, run: Run, baselines: dict) -> None:
+    def _latency(
+        self, stack: GatewayStack, setup: Setup, run: Run, baselines: dict
+    ) -> dict[str, Any]:
         a = self.args
         targets, containers = self._target(stack, run.via, baselines)
         task = self.progress.add_task(
@@ -454,7 +463,6 @@ class Bench:
             # for the plot: the percentile curve
             "curve": report.curve(ordered),
         }
-        self.results["latency"].append(row)
         self.progress.update(
             task,
             completed=a.warmup + a.duration,
@@ -463,6 +471,7 @@ class Bench:
             )
             + " ms",
         )
+        return row
 
     # ---- memory per connection, gateway against the bare echo -----------------------------
     def _memory(self) -> None:
