@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import suppress
 from typing import Any
 
@@ -10,6 +11,17 @@ from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 
 from stack.waits import until
+
+
+def parse_json_lines(text: str) -> list[dict[str, Any]]:
+    """The JSON objects among ``text``'s lines; other lines are skipped."""
+    events = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            with suppress(json.JSONDecodeError):
+                events.append(json.loads(line))
+    return events
 
 
 class Service:
@@ -81,6 +93,15 @@ class Service:
     def logs(self) -> str:
         """Everything the container wrote to stdout and stderr so far."""
         return self.docker.logs(stdout=True, stderr=True).decode(errors="replace")
+
+    def events(self, event: str | None = None) -> list[dict[str, Any]]:
+        """The JSON log lines so far (the server's events, NGINX's access log), parsed.
+
+        Only lines of one whole JSON object count; ``event`` keeps those with that event.
+        """
+        return [
+            e for e in parse_json_lines(self.logs()) if event is None or e.get("event") == event
+        ]
 
     def restart(self, timeout: int = 10) -> None:
         """Stop (stop signal, then SIGKILL after ``timeout`` s) and start again."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import re
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -153,8 +152,7 @@ class Context:
         self, stack: GatewayStack | None = None, event: str | None = None
     ) -> list[dict[str, Any]]:
         """The server's JSON log lines, optionally only those of one ``event``."""
-        logs = await self.blocking((stack or self.stack).server.logs)
-        return [e for e in parse_events(logs) if event is None or e.get("event") == event]
+        return await self.blocking((stack or self.stack).server.events, event)
 
 
 def _metrics_text(stack: GatewayStack, inside: bool = False) -> str:
@@ -192,19 +190,6 @@ def parse_metrics(text: str) -> dict[str, float]:
                 key = name + "{" + ",".join(f"{k}={v}" for k, v in pairs) + "}"
         samples[key] = float(value)
     return samples
-
-
-def parse_events(logs: str) -> list[dict[str, Any]]:
-    """The JSON objects among ``logs``' lines (others are skipped)."""
-    events = []
-    for line in logs.splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return events
 
 
 async def execute(scenario: Scenario, stacks: dict[str, GatewayStack], report: Report) -> Report:

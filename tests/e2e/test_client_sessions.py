@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import socket
 import uuid
@@ -14,11 +13,6 @@ from websockets.asyncio.client import connect
 from stack.waits import until
 
 CLIENTS = 100
-
-
-def server_events(stack) -> list[dict]:
-    """The server's JSON log lines so far."""
-    return [json.loads(line) for line in stack.server.logs().splitlines() if line.startswith("{")]
 
 
 def messages_for(client: int) -> list[str | bytes]:
@@ -58,7 +52,7 @@ async def test_a_hundred_concurrent_clients_each_get_their_own_bytes_back(stack)
     def closed_normally() -> list[dict]:
         return [
             e
-            for e in server_events(stack)
+            for e in stack.server.events()
             if e.get("event") == "connection_closed"
             and str(e.get("request_id", "")).startswith(run)
         ]
@@ -80,7 +74,7 @@ async def test_server_log_shows_each_message_received_and_echoed(stack) -> None:
         assert await ws.recv() == b"\x00\x01"
 
     def session_events() -> list[dict]:
-        events = server_events(stack)
+        events = stack.server.events()
         opened = [
             e
             for e in events
@@ -108,7 +102,7 @@ async def test_server_log_shows_each_message_received_and_echoed(stack) -> None:
     ], kinds
     assert [e.get("type") for e in events if e["event"] == "message_received"] == ["text", "binary"]
     # The newline in the message stayed inside its JSON string: it forged no line.
-    assert not any(e.get("level") == "ERROR" for e in server_events(stack))
+    assert not any(e.get("level") == "ERROR" for e in stack.server.events())
 
 
 async def test_client_gone_without_a_close_frame_is_logged_as_1006(stack) -> None:
@@ -125,7 +119,7 @@ async def test_client_gone_without_a_close_frame_is_logged_as_1006(stack) -> Non
     def closes() -> list[dict]:
         return [
             e
-            for e in server_events(stack)
+            for e in stack.server.events()
             if e.get("event") == "connection_closed" and e.get("request_id") == request_id
         ]
 

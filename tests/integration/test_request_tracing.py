@@ -10,15 +10,6 @@ from websockets.sync.client import connect
 from stack.waits import until
 
 
-def server_log_events(stack) -> list[dict]:
-    """The server's JSON log lines, parsed (non-JSON lines are skipped)."""
-    events = []
-    for line in stack.server.logs().splitlines():
-        if line.startswith("{"):
-            events.append(json.loads(line))
-    return events
-
-
 def test_request_id_from_the_client_reaches_the_server_log(stack) -> None:
     """An X-Request-ID sent to NGINX is forwarded and logged by the server on connect."""
     request_id = uuid.uuid4().hex
@@ -47,7 +38,7 @@ def test_connection_log_names_the_real_client_not_the_proxy(stack) -> None:
     nginx_backend_ip = stack.nginx.ip(stack.backend)
 
     def opened() -> list[dict]:
-        return [e for e in server_log_events(stack) if request_id in json.dumps(e)]
+        return [e for e in stack.server.events() if request_id in json.dumps(e)]
 
     events = until(opened, "connection line with the request id", 15)
     opened_event = events[0]
