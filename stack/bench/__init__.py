@@ -81,6 +81,20 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="capacity: server heartbeat interval, WS_PING_INTERVAL (10 s)",
     )
     p.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra server environment for every setup (repeatable), e.g. WS_COMPRESSION=true",
+    )
+    p.add_argument(
+        "--nginx-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra NGINX environment for every setup (repeatable), e.g. WORKER_PROCESSES=1",
+    )
+    p.add_argument(
         "--keep-limits",
         action="store_true",
         help="capacity: keep the compose memory limits (default: raise them to fit "

@@ -47,6 +47,19 @@ def cpu_seconds(cid: str) -> float:
     return _stats(cid)["cpu_stats"]["cpu_usage"]["total_usage"] / 1e9
 
 
+def throttled_seconds(cid: str) -> float:
+    """Time the container's CPU quota held it back (CFS throttling), so far."""
+    if (path := _v1("cpu", cid)) is not None and (path / "cpu.stat").exists():
+        for line in (path / "cpu.stat").read_text().splitlines():
+            if line.startswith("throttled_time "):
+                return int(line.split()[1]) / 1e9
+    if (path := _v2(cid)) is not None:
+        for line in (path / "cpu.stat").read_text().splitlines():
+            if line.startswith("throttled_usec "):
+                return int(line.split()[1]) / 1e6
+    return 0.0
+
+
 def memory_bytes(cid: str) -> int:
     """Memory in use by the container, without inactive page cache (as `docker stats`)."""
     if (path := _v1("memory", cid)) is not None:
@@ -114,13 +127,16 @@ class CpuMeter:
     def __init__(self, containers: dict[str, str]) -> None:
         self.containers = {name: cid for name, cid in containers.items() if cid}
         self.start: dict[str, float] = {}
+        self.throttled0: dict[str, float] = {}
         self.t0 = 0.0
         self.result: dict[str, float] = {}
+        self.throttled: dict[str, float] = {}  # share of the window spent throttled
 
     def begin(self, now: float) -> None:
         self.t0 = now
         self.start = {name: cpu_seconds(cid) for name, cid in self.containers.items()}
         self.start["host"] = host_busy_seconds()
+        self.throttled0 = {n: throttled_seconds(c) for n, c in self.containers.items()}
 
     def end(self, now: float) -> dict[str, float]:
         wall = max(now - self.t0, 1e-9)
@@ -129,6 +145,10 @@ class CpuMeter:
             for name, cid in self.containers.items()
         }
         self.result["host"] = (host_busy_seconds() - self.start["host"]) / wall
+        self.throttled = {
+            name: (throttled_seconds(cid) - self.throttled0[name]) / wall
+            for name, cid in self.containers.items()
+        }
         return self.result
 
 

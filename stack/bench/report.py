@@ -50,7 +50,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(
             {
                 "target": "gateway direct >= 1.0x bare websockets echo (asyncio), logging off",
-                "figure": f"{ratio:.2f}x ({direct['messages_per_s']:,.0f} vs {base['messages_per_s']:,.0f} msg/s)",
+                "figure": f"{ratio:.3f}x ({direct['messages_per_s']:,.0f} vs {base['messages_per_s']:,.0f} msg/s)",
                 "met": ratio >= 1.0,
             }
         )
@@ -68,7 +68,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(
             {
                 "target": "via NGINX >= 0.7x gateway direct",
-                "figure": f"{ratio:.2f}x ({via['messages_per_s']:,.0f} vs {direct['messages_per_s']:,.0f} msg/s)",
+                "figure": f"{ratio:.3f}x ({via['messages_per_s']:,.0f} vs {direct['messages_per_s']:,.0f} msg/s)",
                 "met": ratio >= 0.7,
             }
         )
@@ -127,6 +127,12 @@ def _cpu(cpu: dict[str, float]) -> str:
     return ", ".join(parts)
 
 
+def _throttled(throttled: dict[str, float]) -> str:
+    """Containers held back by their CPU quota for more than 1% of the window."""
+    parts = [f"{k} {v:.0%}" for k, v in throttled.items() if v > 0.01]
+    return f"; throttled: {', '.join(parts)}" if parts else ""
+
+
 def markdown(results: dict[str, Any]) -> str:
     m = results.get("machine", {})
     s = results.get("settings", {})
@@ -172,7 +178,7 @@ def markdown(results: dict[str, Any]) -> str:
             )
             lines.append(
                 f"| {r['name']} | {r['messages_per_s']:,.0f} | {r['mb_per_s']:.1f} | {ratio} | "
-                f"{r['client_cpu']:.0%} | {_cpu(r['cpu'])} | "
+                f"{r['client_cpu']:.0%} | {_cpu(r['cpu'])}{_throttled(r.get('throttled', {}))} | "
                 f"{' / '.join(f'{x:,}' for x in r.get('rounds', []))} | {errs} |"
             )
         lines.append("")

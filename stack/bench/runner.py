@@ -102,6 +102,11 @@ LATENCY_RUNS = [
 ]
 
 
+def _pairs(items: list[str]) -> dict[str, str]:
+    """NAME=VALUE strings as a dict."""
+    return dict(item.split("=", 1) for item in items)
+
+
 def percentile(sorted_values: list[float] | array.array, q: float) -> float:
     """The q-th percentile (0..100) of sorted values, nearest rank."""
     if not sorted_values:
@@ -189,8 +194,18 @@ class Bench:
     ):
         name = f"{self.stack_prefix}-{setup.key}"
         options = StackOptions(
-            server_env={**SERVER_BENCH_ENV, **setup.server_env, **(extra_server or {})},
-            nginx_env={**NGINX_BENCH_ENV, **setup.nginx_env, **(extra_nginx or {})},
+            server_env={
+                **SERVER_BENCH_ENV,
+                **setup.server_env,
+                **_pairs(self.args.server_env),
+                **(extra_server or {}),
+            },
+            nginx_env={
+                **NGINX_BENCH_ENV,
+                **setup.nginx_env,
+                **_pairs(self.args.nginx_env),
+                **(extra_nginx or {}),
+            },
         )
         task = self.progress.add_task(f"start stack {name}", total=None, info="")
         stack = GatewayStack.up(name, options)
@@ -370,6 +385,7 @@ class Bench:
             "client_cpu": sum(r["cpu_seconds"] for r in results) / seconds,
             "client_processes": a.clients,
             "cpu": meter.result,
+            "throttled": meter.throttled,
             "failed_connections": failed,
             "mismatches": sum(r["mismatches"] for r in results),
             "lost": sum(r["lost"] for r in results),
