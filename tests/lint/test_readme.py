@@ -27,7 +27,7 @@ SECTIONS = (
     "Configuration",
     "Testing",
     "Benchmark results",
-    "Failure scenarios",
+    "Reproducing failure scenarios",
     "Troubleshooting",
     "Security",
     "Threat model",
