@@ -23,8 +23,10 @@ from typing import Any
 
 import websockets
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
 from websockets.protocol import CLOSED, OPEN
 from websockets.server import ServerProtocol
 
@@ -329,6 +331,12 @@ class Gateway:
             request_id=ws.request_id,
             compression=bool(ws.protocol.extensions),
         )
+        # What the gateway needs from the handshake is on ws now; the library would keep
+        # both header sets for the connection's life. Behind NGINX, whose forwarding
+        # headers make the request large, dropping them saves about 1 KiB per idle
+        # connection (python -m stack bench, 6,000 connections: 23.1 -> 22.0 KiB).
+        ws.request = Request(ws.request.path, Headers())  # type: ignore[union-attr]
+        ws.response = Response(101, "Switching Protocols", Headers())
         heartbeat: asyncio.Task[None] | None = None
         try:
             if self.draining:  # opened while the drain started: close it too
