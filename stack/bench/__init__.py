@@ -37,13 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="only runs whose setup, target or name contains one of these words "
         "(e.g. nginx,baseline,workers2,replicas2,logging,asyncio)",
     )
-    p.add_argument("--duration", type=float, default=5.0, help="measured seconds per run (5)")
+    p.add_argument("--duration", type=float, default=4.0, help="measured seconds per run (4)")
     p.add_argument(
         "--rounds",
         type=int,
-        default=2,
-        help="throughput: runs of a setup are repeated in turn this many times and each "
-        "figure is the median, so a burst of other work on the machine hits all alike (2)",
+        default=3,
+        help="throughput and latency: a setup's runs are repeated in turn this many times and "
+        "each figure is the median, so a burst of other work on the machine hits all alike (3)",
     )
     p.add_argument(
         "--memory-connections",
