@@ -49,6 +49,9 @@ NGINX_BENCH_ENV = {
 SERVER_BENCH_ENV = {"WS_LOG_MESSAGES": "false", "WS_MAX_CONNECTIONS": "1000000"}
 
 
+PHASES = ("throughput", "latency", "memory", "capacity")
+
+
 @dataclass
 class Setup:
     """One server configuration: a stack of its own."""
@@ -120,6 +123,9 @@ class Bench:
         self.args = args
         self.console = console or Console()
         self.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+        unknown = set(self.phases) - set(PHASES)
+        if unknown:
+            raise SystemExit(f"unknown phase(s) {', '.join(sorted(unknown))}: choose from {PHASES}")
         self.results: dict[str, Any] = {
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
             "settings": {
@@ -639,6 +645,7 @@ class Bench:
                 steps_left = math.ceil(target / a.capacity_step) + 2  # bounded, whatever fails
                 while opened < target and steps_left > 0:
                     steps_left -= 1
+                    before = opened
                     step = min(a.capacity_step, target - opened)
                     shares = split(step, processes)
                     t0 = time.monotonic()
@@ -706,12 +713,26 @@ class Bench:
                         f"nginx {mem['nginx'] / 2**20:.0f} MiB"
                         + (f"  failed {failed} {errors}" if failed else ""),
                     )
+                    kills = {
+                        role: sum(probes.oom_kills(c) for c in cids) for role, cids in ids.items()
+                    }
+                    dropped = before + (step - failed) + retried_ok - opened
+                    if any(kills.values()) or dropped > max(10, step // 200):
+                        limit_reason = (
+                            f"{max(0, dropped):,} open connections dropped; processes killed "
+                            f"for memory: {kills} (limits "
+                            + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in limits.items())
+                            + ")"
+                        )
+                        break
                     if failed - retried_ok > max(10, step // 200):
                         limit_reason = (
                             f"{failed} of {step} handshakes failed ({errors}), "
                             f"{retried_ok} passed when retried"
                         )
                         break
+                if limit_reason is None and opened < target:
+                    limit_reason = f"the ramp stopped at {opened:,} (handshakes kept failing)"
                 result["reached"] = opened
                 result["limit"] = limit_reason
                 # Hold: every connection must see the server's heartbeat at least once.
