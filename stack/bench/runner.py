@@ -808,8 +808,8 @@ def set_memory(container_id: str, limit: int) -> None:
 
 
 # Room per idle connection when the capacity run raises memory limits: measured here at
-# about 21 KiB (server) and 28 KiB (NGINX, both sockets of a tunnel), with a margin.
-CAPACITY_BYTES_PER_CONNECTION = {"server": 40 * 1024, "nginx": 48 * 1024}
+# about 21 KiB (server) and 28 KiB (NGINX, both sockets of a tunnel), plus a quarter.
+CAPACITY_BYTES_PER_CONNECTION = {"server": 27 * 1024, "nginx": 34 * 1024}
 
 
 def main(args: Any) -> int:
