@@ -158,6 +158,7 @@ class Gateway:
             create_connection=functools.partial(GatewayConnection, gateway=self),  # type: ignore[arg-type]
             compression="deflate" if config.compression else None,
             max_size=config.max_size,
+            max_queue=config.max_queue,
             # The heartbeat is ours (see _heartbeat): the library's keepalive waits on a full
             # write buffer forever, so it would never drop a peer that stopped reading.
             ping_interval=None,

@@ -57,6 +57,7 @@ _LIMITS: dict[str, tuple[str, float, float, str]] = {
         "0 (off) or messages per second up to 1000000",
     ),
     "workers": ("WS_WORKERS", 1, 256, "1-256"),
+    "max_queue": ("WS_MAX_QUEUE", 1, 1024, "1-1024 frames"),
 }
 
 
@@ -80,6 +81,10 @@ class Config:
     log_level: str = "INFO"
     event_loop: str = "auto"
     workers: int = 1
+    # Frames received but not yet echoed, per connection, before the server stops reading
+    # from it. With 1 MiB messages each queued frame can hold 1 MiB, so this bounds what a
+    # client that stops reading costs: websockets' default 16 let ~45 of them fill 1 GiB.
+    max_queue: int = 4
 
     def __post_init__(self) -> None:
         if not self.host or any(c.isspace() for c in self.host):
@@ -134,6 +139,7 @@ class Config:
         read("log_level", "LOG_LEVEL", _choice(LOG_LEVELS, str.upper))
         read("event_loop", "WS_EVENT_LOOP", _choice(EVENT_LOOPS, str.lower))
         read("workers", "WS_WORKERS", _parse_int)
+        read("max_queue", "WS_MAX_QUEUE", _parse_int)
         return cls(**values)
 
     def replace(self, **changes: Any) -> Config:

@@ -26,6 +26,7 @@ def test_defaults():
     assert config.compression is False and config.log_messages is True
     assert (config.log_format, config.log_level, config.event_loop) == ("json", "INFO", "auto")
     assert config.workers == 1
+    assert config.max_queue == 4
 
 
 def test_every_variable_is_read():
@@ -48,6 +49,7 @@ def test_every_variable_is_read():
             "LOG_LEVEL": "debug",
             "WS_EVENT_LOOP": "AsyncIO",
             "WS_WORKERS": "3",
+            "WS_MAX_QUEUE": "32",
         }
     )
     assert (config.host, config.port, config.max_size) == ("127.0.0.1", 8080, 2048)
@@ -62,7 +64,7 @@ def test_every_variable_is_read():
         ipaddress.ip_network("fd00::/8"),
     )
     assert (config.log_format, config.log_level, config.event_loop) == ("text", "DEBUG", "asyncio")
-    assert config.workers == 3
+    assert config.workers == 3 and config.max_queue == 32
     summary = config.summary()
     assert summary["trusted_proxies"] == ["10.0.0.0/8", "192.168.1.1/32", "fd00::/8"]
     assert summary["allowed_origins"] == list(config.allowed_origins)
@@ -120,6 +122,7 @@ def test_star_origin_means_any():
             "WS_EVENT_LOOP='trio' is unknown; allowed: auto, asyncio, uvloop",
         ),
         ({"WS_WORKERS": "0"}, "WS_WORKERS='0' is out of range; allowed: 1-256"),
+        ({"WS_MAX_QUEUE": "0"}, "WS_MAX_QUEUE='0' is out of range; allowed: 1-1024 frames"),
         ({"WS_WORKERS": "2", "WS_PORT": "0"}, "WS_WORKERS='2' needs a fixed WS_PORT, not 0"),
         ({"WS_HOST": "a b"}, "WS_HOST='a b' is not a host"),
         (

@@ -208,5 +208,8 @@ def test_failing_workers_make_the_supervisor_exit_1():
     assert "server_failed" in [e["event"] for e in events]  # the other may be stopped first
     failed = [e for e in events if e["event"] == "worker_failed"]
     assert failed and all(e["exitcode"] != 0 for e in failed)
-    assert all(e["logger"] == "server.__main__" for e in events), events
+    # The supervisor's own lines; a worker that got the relayed SIGTERM after installing its
+    # handler may also log its stop_requested (server.app), which is not checked here.
+    supervisor = [e for e in events if e["event"].startswith(("supervisor_", "worker_"))]
+    assert all(e["logger"] == "server.__main__" for e in supervisor), supervisor
     assert events[-1]["event"] == "supervisor_stopped" and events[-1]["status"] == 1

@@ -9,6 +9,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError
 
 from server.app import Gateway, GatewayConnection
+from server.config import Config
 
 from .conftest import LogEvents
 from .helpers import (
@@ -24,7 +25,7 @@ from .helpers import (
 pytestmark = pytest.mark.unit
 
 WRITE_LIMIT = 32 * 1024  # websockets' default write_limit (high-water mark)
-MAX_QUEUE = 16  # websockets' default max_queue (frames)
+MAX_QUEUE = Config().max_queue  # WS_MAX_QUEUE's default (frames)
 
 
 def heartbeat_env(interval: float, timeout: float) -> dict[str, str]:
@@ -165,3 +166,15 @@ async def test_heartbeat_can_be_disabled(gateway: Gateway):
         await ws.send("x")
         assert await ws.recv() == "x"
         assert server_connection(gw).pongs == 0
+
+
+async def test_receive_queue_is_bounded_by_ws_max_queue():
+    """WS_MAX_QUEUE sets how many received frames a connection may queue before reading stops."""
+    async with (
+        running_gateway(WS_PING_INTERVAL="0", WS_MAX_QUEUE="2") as gw,
+        connect(gw.url) as ws,
+    ):
+        await ws.send("hi")
+        assert await ws.recv() == "hi"
+        connection = await wait_until(lambda: gw.connections and server_connection(gw))
+        assert connection.recv_messages.high == 2
