@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +81,9 @@ def ensure(app: AppImage) -> str:
 
 def ensure_all() -> dict[str, str]:
     """Build (or find) both images; return {"server": tag, "nginx": tag}."""
+    # The two base images (half a minute each to build offline) are independent.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(base_images.resolve, (SERVER.base, NGINX.base)))
     return {app.name: ensure(app) for app in (SERVER, NGINX)}
 
 
