@@ -24,9 +24,14 @@ def frame(
     fin: bool = True,
     rsv: int = 0,
     mask: bool = True,
+    mask_key: bytes | None = None,
     length: int | None = None,
 ) -> bytes:
-    """One frame; ``length`` overrides the announced payload length (a lie, on purpose)."""
+    """One client frame, masked with ``mask_key`` (random when None) unless ``mask`` is off.
+
+    ``length`` overrides the announced payload length (a lie, on purpose). An all-zero
+    key is legal and leaves the payload bytes as they are (cheap for large floods).
+    """
     announced = len(payload) if length is None else length
     head = bytearray([(0x80 if fin else 0) | (rsv & 0x7) << 4 | opcode])
     mask_bit = 0x80 if mask else 0
@@ -40,9 +45,10 @@ def frame(
         head += struct.pack("!Q", announced)
     if not mask:
         return bytes(head) + payload
-    key = os.urandom(4)
-    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return bytes(head) + key + masked
+    key = os.urandom(4) if mask_key is None else mask_key
+    if key != b"\x00\x00\x00\x00":
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return bytes(head) + key + payload
 
 
 def close_payload(code: int, reason: str = "") -> bytes:

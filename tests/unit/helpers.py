@@ -25,6 +25,15 @@ import tenacity
 
 from server.app import Gateway, GatewayConnection
 from server.config import Config
+from stack.scenarios.rawws import (  # noqa: F401 - re-exported to the tests
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    frame,
+)
 
 UNIT = float(os.environ.get("TEST_TIMEOUT_UNIT", "1.0"))
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,33 +151,11 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 # Raw WebSocket client, for what a well-behaved client library refuses to do
 
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
-
-def encode_frame(
-    opcode: int,
-    payload: bytes,
-    *,
-    fin: bool = True,
-    rsv: int = 0,
-    mask: bool = True,
-    mask_key: bytes = b"\x00\x00\x00\x00",
-) -> bytes:
-    """A client frame. The default all-zero mask key is legal and leaves payload bytes as is."""
-    first = (0x80 if fin else 0) | (rsv << 4) | opcode
-    length = len(payload)
-    mask_bit = 0x80 if mask else 0
-    if length < 126:
-        header = struct.pack("!BB", first, mask_bit | length)
-    elif length < 2**16:
-        header = struct.pack("!BBH", first, mask_bit | 126, length)
-    else:
-        header = struct.pack("!BBQ", first, mask_bit | 127, length)
-    if not mask:
-        return header + payload
-    if mask_key != b"\x00\x00\x00\x00":
-        payload = bytes(b ^ mask_key[i % 4] for i, b in enumerate(payload))
-    return header + mask_key + payload
+def encode_frame(opcode: int, payload: bytes, **options: Any) -> bytes:
+    """A client frame (stack.scenarios.rawws.frame), by default with the all-zero mask key."""
+    options.setdefault("mask_key", b"\x00\x00\x00\x00")
+    return frame(opcode, payload, **options)
 
 
 class RawClient:
