@@ -384,7 +384,10 @@ class Gateway:
         log_messages = self.config.log_messages and logger.isEnabledFor(logging.INFO)
         rate = self.config.max_messages_per_second
         clock = asyncio.get_running_loop().time
-        tokens, last = rate, clock()
+        # The bucket holds one second's worth, and never less than one message, so a rate
+        # below 1/s still lets a message through once per 1/rate seconds.
+        burst = max(rate, 1.0)
+        tokens, last = burst, clock()
         msgs_in = msgs_out = bytes_in = bytes_out = 0
         try:
             while True:
@@ -405,7 +408,7 @@ class Gateway:
                 bytes_in += size
                 if rate:
                     now = clock()
-                    tokens = min(rate, tokens + (now - last) * rate)
+                    tokens = min(burst, tokens + (now - last) * rate)
                     last = now
                     if tokens < 1.0:
                         ws.drop_reason = "rate_limited"

@@ -44,12 +44,18 @@ def client_address(
 ) -> str | None:
     """The real client IP: the peer, or what a trusted proxy in front of it says.
 
-    Only when the TCP peer is in ``trusted`` are forwarding headers believed. Then the
-    right-most ``X-Forwarded-For`` entry that is not itself a trusted proxy is the client
-    (entries to its left could be forged by the client); without that header, ``X-Real-IP``.
+    Only when the TCP peer is in ``trusted`` are forwarding headers believed. ``X-Real-IP``
+    comes first: our NGINX sets it to the address it saw, overwriting whatever the client
+    sent, so it holds even when clients themselves are in a trusted (private) range. A chain
+    of proxies in front of NGINX is resolved there (its realip module), not here. Without
+    ``X-Real-IP``, the right-most ``X-Forwarded-For`` entry that is not itself a trusted
+    proxy is the client (entries to its left could be forged by the client).
     """
     if peer_ip is None or not trusted or not _is_trusted(peer_ip, trusted):
         return peer_ip
+    real_ip = first_header(headers, "X-Real-IP").strip()
+    if real_ip and _valid_ip(real_ip):
+        return real_ip
     forwarded = headers.get_all("X-Forwarded-For")
     hops = [hop.strip() for value in forwarded for hop in value.split(",") if hop.strip()]
     for hop in reversed(hops):
@@ -60,9 +66,6 @@ def client_address(
     else:
         if hops:  # every hop is a trusted proxy: the left-most one is the origin
             return hops[0]
-    real_ip = first_header(headers, "X-Real-IP").strip()
-    if real_ip and _valid_ip(real_ip):
-        return real_ip
     return peer_ip
 
 

@@ -211,15 +211,19 @@ async def test_message_logs_can_be_switched_off(log_events: LogEvents):
 
 
 async def test_trusted_proxy_headers_give_the_real_client(log_events: LogEvents):
-    """From a trusted proxy, the real client comes from X-Forwarded-For, else X-Real-IP."""
+    """From a trusted proxy, the real client comes from X-Real-IP, else X-Forwarded-For."""
     async with running_gateway(WS_TRUSTED_PROXIES="127.0.0.1, 10.0.0.0/8") as gw:
-        forwarded = {"X-Forwarded-For": "198.51.100.7, 10.1.2.3", "X-Real-IP": "10.1.2.3"}
-        async with connect(gw.url, additional_headers=forwarded):
+        # A client in a trusted (private) range forging X-Forwarded-For: NGINX appended the
+        # real address and overwrote X-Real-IP with it, so the forgery is not believed.
+        forged = {"X-Forwarded-For": "198.51.100.7, 10.1.2.3", "X-Real-IP": "10.1.2.3"}
+        async with connect(gw.url, additional_headers=forged):
             pass
         async with connect(gw.url, additional_headers={"X-Real-IP": "203.0.113.9"}):
             pass
+        async with connect(gw.url, additional_headers={"X-Forwarded-For": "198.51.100.8"}):
+            pass
     clients = [e["client"] for e in log_events("connection_open")]
-    assert clients == ["198.51.100.7", "203.0.113.9"]
+    assert clients == ["10.1.2.3", "203.0.113.9", "198.51.100.8"]
 
 
 async def test_untrusted_peer_cannot_spoof_client(gateway: Gateway, log_events: LogEvents):
@@ -243,6 +247,7 @@ def headers_of(**values: str):
         ("10.0.0.1", {"X_Forwarded_For": "10.0.0.9, 10.0.0.5"}, "10.0.0.9"),
         ("10.0.0.1", {"X_Forwarded_For": "1.1.1.1, garbage"}, "10.0.0.1"),
         ("10.0.0.1", {"X_Forwarded_For": "garbage", "X_Real_IP": "3.3.3.3"}, "3.3.3.3"),
+        ("10.0.0.1", {"X_Forwarded_For": "1.2.3.4, 10.9.9.9", "X_Real_IP": "10.9.9.9"}, "10.9.9.9"),
         ("10.0.0.1", {"X_Real_IP": "not-an-ip"}, "10.0.0.1"),
         ("10.0.0.1", {}, "10.0.0.1"),
         ("192.0.2.1", {"X_Forwarded_For": "1.1.1.1"}, "192.0.2.1"),
@@ -251,7 +256,7 @@ def headers_of(**values: str):
     ],
 )
 def test_client_address_rules(peer, headers, expected):
-    """Only a trusted peer's headers count; the right-most untrusted hop is the client."""
+    """Only a trusted peer's headers count: X-Real-IP, else the right-most untrusted hop."""
     import ipaddress
 
     trusted = (ipaddress.ip_network("10.0.0.0/8"),)

@@ -53,6 +53,22 @@ async def test_rate_limit_closes_with_1008(log_events: LogEvents):
     assert gw.metrics.errors == {"rate_limited": 1}
 
 
+async def test_rate_limit_below_one_per_second_admits_one_message_then_closes():
+    """A fractional rate (0.5/s) still echoes the first message; the second at once is over."""
+    async with (
+        running_gateway(WS_MAX_MESSAGES_PER_SECOND="0.5") as gw,
+        connect(gw.url) as ws,
+    ):
+        await ws.send("first")
+        async with asyncio.timeout(units(5)):
+            assert await ws.recv() == "first"
+        await ws.send("second")
+        with pytest.raises(ConnectionClosedError) as raised:
+            async with asyncio.timeout(units(5)):
+                await ws.recv()
+        assert raised.value.rcvd is not None and raised.value.rcvd.code == 1008
+
+
 async def test_rate_limit_lets_a_burst_under_the_limit_through():
     """A burst within the per-second budget is echoed in full."""
     async with running_gateway(WS_MAX_MESSAGES_PER_SECOND="1000") as gw, connect(gw.url) as ws:
