@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -92,5 +93,6 @@ def make_stack(
         return stack
 
     yield make
-    for stack in made:
-        stack.down()
+    with ExitStack() as teardown:  # every stack comes down, even if one teardown fails
+        for stack in made:
+            teardown.callback(stack.down)

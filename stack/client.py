@@ -227,6 +227,7 @@ class ReconnectingClient:
         backoff_initial: float = 0.1,
         backoff_max: float = 2.0,
         headers: dict[str, str] | None = None,
+        max_runtime: float = 900.0,
     ) -> None:
         self._url = url
         self.name = name
@@ -242,6 +243,8 @@ class ReconnectingClient:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.headers = dict(headers or {})
+        # A bound of its own: whoever forgets stop(), the client gives up after this long.
+        self.max_runtime = max_runtime
         self.ledger = Ledger(name)
         self.sessions: list[Session] = []
         self.handshake_failures: list[HandshakeFailure] = []
@@ -312,16 +315,22 @@ class ReconnectingClient:
     # ---- the connection loop -----------------------------------------------------------------
     async def _run(self) -> None:
         try:
-            while not self._stopping.is_set():
-                ws = await self._connect()
-                if ws is None:
-                    break
-                await self._session(ws)
-                if not self._stopping.is_set():
-                    # Jitter even the first retry, so clients cut off together spread out.
-                    await self._pause(random.uniform(0, self.backoff_initial))
+            async with asyncio.timeout(self.max_runtime):
+                await self._reconnect_until_stopped()
+        except TimeoutError:
+            self._stopping.set()
         finally:
             self._connecting = False
+
+    async def _reconnect_until_stopped(self) -> None:
+        while not self._stopping.is_set():
+            ws = await self._connect()
+            if ws is None:
+                break
+            await self._session(ws)
+            if not self._stopping.is_set():
+                # Jitter even the first retry, so clients cut off together spread out.
+                await self._pause(random.uniform(0, self.backoff_initial))
 
     async def _connect(self) -> ClientConnection | None:
         """Open a connection, retrying with exponential backoff and full jitter."""

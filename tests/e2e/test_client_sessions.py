@@ -6,13 +6,14 @@ import asyncio
 import random
 import socket
 import uuid
-from urllib.parse import urlsplit
 
 from websockets.asyncio.client import connect
 
 from stack.waits import until
 
 CLIENTS = 100
+# A message that would be a log line of its own if the server wrote content unescaped.
+FORGERY = 'line one\n{"level": "ERROR", "event": "forged"}'
 
 
 def messages_for(client: int) -> list[str | bytes]:
@@ -68,8 +69,8 @@ async def test_server_log_shows_each_message_received_and_echoed(stack) -> None:
     """The server logs a session's open, each message received and echoed, and its close."""
     request_id = f"logged-{uuid.uuid4().hex[:8]}"
     async with connect(stack.url, additional_headers={"X-Request-ID": request_id}) as ws:
-        await ws.send('line one\nforged {"level": "ERROR"}')
-        assert await ws.recv() == 'line one\nforged {"level": "ERROR"}'
+        await ws.send(FORGERY)
+        assert await ws.recv() == FORGERY
         await ws.send(b"\x00\x01")
         assert await ws.recv() == b"\x00\x01"
 
@@ -101,8 +102,12 @@ async def test_server_log_shows_each_message_received_and_echoed(stack) -> None:
         "connection_closed",
     ], kinds
     assert [e.get("type") for e in events if e["event"] == "message_received"] == ["text", "binary"]
-    # The newline in the message stayed inside its JSON string: it forged no line.
-    assert not any(e.get("level") == "ERROR" for e in stack.server.events())
+    # The newline in the message stayed escaped inside its JSON string: no raw log line
+    # starts with the forged object, and no parsed line is the forged event.
+    lines = stack.server.logs().splitlines()
+    assert not any(line.startswith('{"level": "ERROR"') for line in lines)
+    assert not any(e.get("event") == "forged" for e in stack.server.events())
+    assert any("forged" in e.get("preview", "") for e in events)
 
 
 async def test_client_gone_without_a_close_frame_is_logged_as_1006(stack) -> None:
@@ -126,4 +131,3 @@ async def test_client_gone_without_a_close_frame_is_logged_as_1006(stack) -> Non
     events = until(closes, "the abrupt close in the server log", 30)
     assert len(events) == 1
     assert events[0]["code"] == 1006
-    assert urlsplit(stack.url).hostname == "127.0.0.1"

@@ -94,7 +94,7 @@ def test_readme_documents_every_server_setting() -> None:
         row = rows.get(variable)
         if row is None:
             problems.append(f"{variable}: no row")
-        elif default not in row.split("|")[2]:
+        elif (f"`{default}`" if default != "empty" else "empty") not in row.split("|")[2]:
             problems.append(f"{variable}: default {default!r} not in {row.split('|')[2]!r}")
     assert not problems, "\n".join(problems)
 

@@ -361,7 +361,27 @@ class ServerProcess:
         return code
 
     async def kill(self) -> None:
+        """SIGKILL the process and the workers it started (each in a process group of its own)."""
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGKILL)
         await self.process.wait()
         self._reader.cancel()
+        kill_workers(self.events("supervisor_started"))
+
+
+def worker_pids(output: str) -> list[int]:
+    """The worker pids a supervisor announced in ``output`` (its JSON log)."""
+    return [
+        pid
+        for line in output.splitlines()
+        if '"supervisor_started"' in line
+        for pid in json.loads(line).get("pids", [])
+    ]
+
+
+def kill_workers(announcements: Any) -> None:
+    """SIGKILL every worker named by ``supervisor_started`` events (or a list of pids)."""
+    for item in announcements:
+        for pid in item.get("pids", []) if isinstance(item, dict) else [item]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -16,10 +16,12 @@ from .helpers import (
     RawClient,
     ServerProcess,
     get_json,
+    kill_workers,
     server_command,
     server_env,
     units,
     wait_until,
+    worker_pids,
 )
 
 pytestmark = pytest.mark.unit
@@ -172,12 +174,19 @@ async def test_stop_while_workers_start_is_a_clean_exit():
         stderr=asyncio.subprocess.STDOUT,
     )
     assert process.stdout is not None
-    async with asyncio.timeout(units(15)):
-        while b"supervisor_started" not in await process.stdout.readline():
-            pass
-        process.send_signal(signal.SIGTERM)
-        output = (await process.stdout.read()).decode()
-        assert await process.wait() == 0, output
+    announced = ""
+    try:
+        async with asyncio.timeout(units(15)):
+            while "supervisor_started" not in announced:
+                announced = (await process.stdout.readline()).decode()
+            process.send_signal(signal.SIGTERM)
+            output = (await process.stdout.read()).decode()
+            assert await process.wait() == 0, output
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        kill_workers(worker_pids(announced))
     assert '"status":0' in output
 
 

@@ -176,12 +176,24 @@ async def test_answering_peer_survives_heartbeats():
 
 
 async def test_heartbeat_can_be_disabled(gateway: Gateway):
-    """WS_PING_INTERVAL=0 disables the heartbeat; the default pings every 20 s."""
+    """WS_PING_INTERVAL=0 disables the heartbeat: a silent peer outlives one that pings drop."""
     assert gateway.config.ping_interval == 20
-    async with running_gateway(WS_PING_INTERVAL="0") as gw, connect(gw.url) as ws:
-        await ws.send("x")
-        assert await ws.recv() == "x"
-        assert server_connection(gw).pongs == 0
+    async with (
+        running_gateway(WS_PING_INTERVAL="0", WS_PING_TIMEOUT="0.1") as off,
+        running_gateway(**heartbeat_env(0.1, 0.1)) as on,
+    ):
+        silent_off = await RawClient.connect(off.port)  # never reads, never answers pings
+        silent_on = await RawClient.connect(on.port)
+        try:
+            await wait_until(lambda: off.metrics.connections_active == 1)
+            # The control: with pings on, the same silent peer is dropped ...
+            await wait_until(lambda: on.metrics.connections_active == 0, units(2), "the drop")
+            # ... while with pings off it is still there, and was never pinged.
+            assert off.metrics.connections_active == 1
+            assert not off.metrics.errors
+        finally:
+            await silent_off.close()
+            await silent_on.close()
 
 
 async def test_receive_queue_is_bounded_by_ws_max_queue():

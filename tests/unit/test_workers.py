@@ -21,6 +21,8 @@ from pathlib import Path
 
 from websockets.sync.client import connect
 
+from .helpers import kill_workers, worker_pids
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -86,7 +88,13 @@ def test_two_workers_serve_one_port_and_stop_cleanly_on_sigterm() -> None:
             assert echo(url, f"message {n}") == f"message {n}"
     finally:
         proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=30)
+        try:
+            output, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
+            kill_workers(worker_pids(output))
+            raise
     assert proc.returncode == 0, output
     events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     started = {e["worker"] for e in events if e["event"] == "server_started"}
