@@ -81,7 +81,8 @@ def lock(name: str) -> FileLock:
     """A machine-wide lock, so parallel workers and commands build a thing once."""
     directory = Path(tempfile.gettempdir()) / "websocket-gateway-locks"
     directory.mkdir(exist_ok=True)
-    return FileLock(str(directory / f"{name}.lock"))
+    # A build holds it for a minute or two; a holder stuck for 15 minutes is a failure.
+    return FileLock(str(directory / f"{name}.lock"), timeout=900)
 
 
 def _pull(reference: str) -> bool:

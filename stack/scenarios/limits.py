@@ -142,9 +142,10 @@ async def run(ctx: Context) -> None:
     knocking = True
 
     async def knock() -> None:
-        n = 0
-        while knocking:
-            n += 1
+        # Bounded on its own too: at most 600 knocks (a minute at the pacing below).
+        for n in range(1, 601):
+            if not knocking:
+                break
             ws, status = await _handshake(url, f"host-knock-{n}")
             host_tries.append((time.time(), status))
             if ws is not None:
