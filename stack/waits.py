@@ -19,6 +19,7 @@ from tenacity import (
     retry_if_result,
     stop_after_delay,
     wait_exponential,
+    wait_fixed,
 )
 
 UNIT = float(os.environ.get("WSGW_TIMEOUT_UNIT", "1"))
@@ -73,3 +74,34 @@ def http_status(url: str, timeout: float = 2) -> int:
 def http_ok(url: str, what: str, timeout: float = 30) -> None:
     """Wait until GET ``url`` answers 200."""
     until(lambda: http_status(url), what, timeout, accept=lambda status: status == 200)
+
+
+def settled(
+    read: Callable[[], float],
+    what: str,
+    timeout: float = 15,
+    tolerance: float = 0.02,
+    interval: float = 0.5,
+) -> float:
+    """Wait until two readings ``interval`` s apart agree within ``tolerance``; return the last.
+
+    For figures that drift after a change (memory after opening connections): a deadline
+    on a condition, not a guessed pause.
+    """
+    last = [read()]
+
+    def agrees() -> bool:
+        value = read()
+        previous, last[0] = last[0], value
+        return abs(value - previous) <= tolerance * max(abs(previous), 1.0)
+
+    retrying = Retrying(
+        stop=stop_after_delay(seconds(timeout)),
+        wait=wait_fixed(interval),
+        retry=retry_if_result(lambda ok: not ok),
+    )
+    try:
+        retrying(agrees)
+    except RetryError:
+        raise ConditionTimeout(f"{what}: still changing after {seconds(timeout):.0f} s") from None
+    return last[0]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import array
 import math
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +32,7 @@ from stack.bench import baseline, probes, report
 from stack.bench.loadgen import ClientPool, Target, raise_fd_limit, split
 from stack.docker_client import client
 from stack.gateway import LABEL, NGINX_PORT, SERVER_PORT, GatewayStack, StackOptions
-from stack.waits import http_ok, until
+from stack.waits import http_ok, settled, until
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORTS = ROOT / "reports" / "bench"
@@ -50,6 +51,15 @@ SERVER_BENCH_ENV = {"WS_LOG_MESSAGES": "false", "WS_MAX_CONNECTIONS": "1000000"}
 
 
 PHASES = ("throughput", "latency", "memory", "capacity")
+
+
+def replica_connections(ip: str) -> float:
+    """``ws_connections_total`` of the server replica at ``ip`` (its own /metrics)."""
+    with urllib.request.urlopen(f"http://{ip}:{SERVER_PORT}/metrics", timeout=2) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("ws_connections_total "):
+                return float(line.split()[1])
+    return 0.0
 
 
 @dataclass
@@ -245,8 +255,14 @@ class Bench:
         container.reload()
         ip = container.attrs["NetworkSettings"]["Networks"][stack.backend.name]["IPAddress"]
         http_ok(f"http://{ip}:{SERVER_PORT}/readyz", f"replica {n} ready")
-        # NGINX re-resolves "server" every RESOLVER_VALID (5 s): give it that and a margin.
-        time.sleep(7)
+
+        # NGINX re-resolves "server" every RESOLVER_VALID (5 s): handshake through it until
+        # the new replica has taken one.
+        def routed() -> bool:
+            GatewayStack.echo_once(stack.url)
+            return replica_connections(ip) > 0
+
+        until(routed, f"NGINX routes to replica {n}", 30, errors=(Exception,))
 
     @staticmethod
     def _server_ids(stack: GatewayStack) -> list[str]:
@@ -520,7 +536,7 @@ class Bench:
                     f"memory: {count:,} idle to {name}", total=count, info=""
                 )
                 with ClientPool(a.clients) as pool:
-                    time.sleep(0.5)
+                    settled(lambda cid=cid: probes.memory_bytes(cid), f"{name}: memory at rest")
                     before = probes.memory_bytes(cid), probes.rss_anon_bytes(cid)
                     answers = pool.call(
                         [
@@ -538,7 +554,10 @@ class Bench:
                         ),
                     )
                     opened = sum(r["open"] for r in answers)
-                    time.sleep(1.5)
+                    settled(
+                        lambda cid=cid: probes.memory_bytes(cid),
+                        f"{name}: memory with {opened:,} open",
+                    )
                     after = probes.memory_bytes(cid), probes.rss_anon_bytes(cid)
                     sample = pool.call({"op": "sample", "count": 50}, timeout=60)
                     pool.call({"op": "close"}, timeout=120)
@@ -632,7 +651,7 @@ class Bench:
             if target <= 25000:
                 targets = targets[:1]
             result["targets"] = [f"{h}:{p}" for h, p, _ in targets]
-            time.sleep(1)
+            settled(lambda: sum(memory().values()), "capacity: memory at rest")
             base = memory()
             base_anon = anon()
             result["idle_memory"] = base
@@ -693,7 +712,7 @@ class Bench:
                         answers = again
                     ramp_s = time.monotonic() - t0
                     opened = sum(r["open"] for r in answers)
-                    time.sleep(1)
+                    settled(lambda: sum(memory().values()), f"capacity: memory at {opened:,}")
                     mem = memory()
                     result["steps"].append(
                         {
