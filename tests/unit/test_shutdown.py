@@ -83,11 +83,13 @@ async def test_shutdown_finishes_in_time_with_peers_that_never_read(log_events: 
     assert gw.metrics.connections_active == 0
 
 
-async def test_shutdown_is_idempotent(gateway: Gateway):
+async def test_shutdown_is_idempotent(gateway: Gateway, log_events: LogEvents):
     """Calling shutdown twice, even concurrently, drains once."""
     await asyncio.gather(gateway.shutdown(), gateway.shutdown())
     await gateway.shutdown()
     assert gateway.draining
+    assert len(log_events("server_draining")) == 1
+    assert len(log_events("server_stopped")) == 1
 
 
 async def test_second_forced_stop_aborts_at_once(log_events: LogEvents):
@@ -109,12 +111,16 @@ async def test_second_forced_stop_aborts_at_once(log_events: LogEvents):
     assert log_events.one("connection_closed")["drop_reason"] == "shutdown_timeout"
 
 
-async def test_run_serves_until_the_stop_event():
+async def test_run_serves_until_the_stop_event(log_events: LogEvents):
     """run(config, stop) serves, and returns after draining once stop is set."""
     stop = asyncio.Event()
     config = make_config()
     task = asyncio.get_running_loop().create_task(run(config, stop))
-    await wait_until(lambda: task.done() or stop.is_set() is False, what="run to start")
+    started = (await wait_until(lambda: log_events("server_started"), what="run to start"))[0]
+    async with connect(started["url"]) as ws:  # it really serves
+        await ws.send("served")
+        assert await ws.recv() == "served"
+    assert not task.done()
     stop.set()
     async with asyncio.timeout(units(3)):
         await task
