@@ -487,6 +487,10 @@ class Fleet:
     async def stop(self, drain_timeout: float = 5.0) -> None:
         await asyncio.gather(*(c.stop(drain_timeout) for c in self.clients))
 
+    def all_echoing(self, echoes: int = 3) -> bool:
+        """Every client is connected and has had at least ``echoes`` messages echoed."""
+        return all(c.connected and c.ledger.echoed >= echoes for c in self.clients)
+
     @property
     def connected(self) -> int:
         return sum(c.connected for c in self.clients)

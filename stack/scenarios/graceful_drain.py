@@ -64,7 +64,7 @@ async def run(ctx: Context) -> None:
         silent = await RawWebSocket.open(nginx.hostname, nginx.port, request_id="drain-silent")
         ctx.check("the silent client is connected", silent.status == 101, f"status {silent.status}")
         await ctx.expect(
-            lambda: all(c.connected and c.ledger.echoed >= 3 for c in fleet.clients),
+            fleet.all_echoing,
             f"all {CLIENTS} clients echoing",
             20,
         )

@@ -48,7 +48,7 @@ async def run(ctx: Context) -> None:
         fleet.start()
         old_idle = await _idle_connection(url)
         await ctx.expect(
-            lambda: all(c.connected and c.ledger.echoed >= 3 for c in fleet.clients),
+            fleet.all_echoing,
             f"all {CLIENTS} clients echoing",
             20,
         )

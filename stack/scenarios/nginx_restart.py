@@ -40,7 +40,7 @@ async def run(ctx: Context) -> None:
     fleet.start()
     try:
         await ctx.expect(
-            lambda: all(c.connected and c.ledger.echoed >= 3 for c in fleet.clients),
+            fleet.all_echoing,
             f"all {CLIENTS} clients connected and echoing",
             30,
         )

@@ -50,7 +50,7 @@ async def run(ctx: Context) -> None:
         ctx.step(f"starting {CLIENTS} echoing clients")
         fleet.start()
         await ctx.expect(
-            lambda: all(c.connected and c.ledger.echoed >= 3 for c in fleet.clients),
+            fleet.all_echoing,
             f"all {CLIENTS} clients echoing",
             20,
         )
