@@ -289,26 +289,43 @@ class Bench:
                         errors=(OSError, TimeoutError, Exception),
                     )
                     baselines[run.via] = container
-            rounds: dict[str, list[dict[str, Any]]] = {run.name: [] for run in runs_t}
-            for _ in range(max(1, self.args.rounds)):
-                for run in runs_t:
-                    rounds[run.name].append(self._throughput(stack, setup, run, baselines))
-            for run in runs_t:
-                rows = sorted(rounds[run.name], key=lambda r: r["messages_per_s"])
-                row = dict(rows[(len(rows) - 1) // 2])  # the median (lower, for an even count)
-                row["rounds"] = [round(r["messages_per_s"]) for r in rounds[run.name]]
+            for row in self._median_rounds(
+                runs_t,
+                lambda run: self._throughput(stack, setup, run, baselines),
+                "messages_per_s",
+                "rounds",
+                0,
+            ):
                 self.results["throughput"].append(row)
-            lat_rounds: dict[str, list[dict[str, Any]]] = {run.name: [] for run in runs_l}
-            for _ in range(max(1, self.args.rounds)):
-                for run in runs_l:
-                    lat_rounds[run.name].append(self._latency(stack, setup, run, baselines))
-            for run in runs_l:
-                rows = sorted(lat_rounds[run.name], key=lambda r: r["p99_ms"])
-                row = dict(rows[(len(rows) - 1) // 2])  # the median p99 (lower, if even)
-                row["rounds_p99_ms"] = [round(r["p99_ms"], 2) for r in lat_rounds[run.name]]
+            for row in self._median_rounds(
+                runs_l,
+                lambda run: self._latency(stack, setup, run, baselines),
+                "p99_ms",
+                "rounds_p99_ms",
+                2,
+            ):
                 self.results["latency"].append(row)
         finally:
             stack.down()
+
+    def _median_rounds(
+        self, runs: list[Run], measure: Any, key: str, rounds_key: str, digits: int
+    ) -> list[dict[str, Any]]:
+        """Each run measured ``--rounds`` times in turn; per run, the round with the median ``key``.
+
+        Rounds run in turn so that a burst of other work on the machine hits every run alike.
+        """
+        rounds: dict[str, list[dict[str, Any]]] = {run.name: [] for run in runs}
+        for _ in range(max(1, self.args.rounds)):
+            for run in runs:
+                rounds[run.name].append(measure(run))
+        rows = []
+        for run in runs:
+            ordered = sorted(rounds[run.name], key=lambda r: r[key])
+            row = dict(ordered[(len(ordered) - 1) // 2])  # the median (lower, if even)
+            row[rounds_key] = [round(r[key], digits or None) for r in rounds[run.name]]
+            rows.append(row)
+        return rows
 
     def _target(
         self, stack: GatewayStack, via: str, baselines: dict

@@ -148,6 +148,10 @@ class Context:
         """The server's active-connection gauge (``ws_connections_active``)."""
         return (await self.metrics(stack, inside))["ws_connections_active"]
 
+    async def gauge_is(self, value: int, inside: bool = False) -> bool:
+        """Whether the server's active-connection gauge reads ``value`` now."""
+        return await self.gauge(inside=inside) == value
+
     async def server_events(
         self, stack: GatewayStack | None = None, event: str | None = None
     ) -> list[dict[str, Any]]:

@@ -45,14 +45,14 @@ async def run(ctx: Context) -> None:
             f"all {CLIENTS} clients echoing",
             20,
         )
-        await ctx.expect(lambda: _gauge_is(ctx, CLIENTS), f"server gauge = {CLIENTS}", 10)
+        await ctx.expect(lambda: ctx.gauge_is(CLIENTS), f"server gauge = {CLIENTS}", 10)
 
         ctx.step("cutting the server off the backend network (docker network disconnect)")
         cut_at = time.time()
         await ctx.blocking(stack.disconnect_server)
         detect = PING_INTERVAL + PING_TIMEOUT
         took = await ctx.expect(
-            lambda: _gauge_is(ctx, 0, inside=True),
+            lambda: ctx.gauge_is(0, inside=True),
             f"the server's heartbeat dropped every dead peer: gauge 0 within ping interval"
             f" + timeout ({detect} s) + 2 s",
             detect + 2,
@@ -107,15 +107,11 @@ async def run(ctx: Context) -> None:
         )
         if took is not None:
             ctx.figure("network back to all clients echoing", took, "s")
-        await ctx.expect(lambda: _gauge_is(ctx, CLIENTS), f"server gauge back to {CLIENTS}", 10)
+        await ctx.expect(lambda: ctx.gauge_is(CLIENTS), f"server gauge back to {CLIENTS}", 10)
     finally:
         ctx.step("stopping the clients")
         await fleet.stop()
     account(ctx, fleet)
-
-
-async def _gauge_is(ctx: Context, value: int, inside: bool = False) -> bool:
-    return await ctx.gauge(inside=inside) == value
 
 
 SCENARIO = Scenario(

@@ -45,7 +45,7 @@ async def run(ctx: Context) -> None:
             30,
         )
         await ctx.expect(
-            lambda: _gauge_is(ctx, CLIENTS), f"server gauge ws_connections_active = {CLIENTS}", 15
+            lambda: ctx.gauge_is(CLIENTS), f"server gauge ws_connections_active = {CLIENTS}", 15
         )
 
         ctx.step(
@@ -89,7 +89,7 @@ async def run(ctx: Context) -> None:
         ctx.figure("handshake attempts that failed meanwhile", len(fleet.handshake_failures()))
 
         await ctx.expect(
-            lambda: _gauge_is(ctx, CLIENTS),
+            lambda: ctx.gauge_is(CLIENTS),
             f"server gauge back to {CLIENTS}, not {2 * CLIENTS}: dropped upstream"
             " connections were cleaned up",
             15,
@@ -116,10 +116,6 @@ async def run(ctx: Context) -> None:
         ctx.step("stopping the clients")
         await fleet.stop()
     account(ctx, fleet)
-
-
-async def _gauge_is(ctx: Context, value: int) -> bool:
-    return await ctx.gauge() == value
 
 
 SCENARIO = Scenario(

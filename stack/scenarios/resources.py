@@ -154,7 +154,7 @@ async def run(ctx: Context) -> None:
             all(e is True for e in echoes),
             f"{sum(e is True for e in echoes)} of {len(conns)}",
         )
-        await ctx.expect(lambda: _gauge_is(ctx, len(conns)), f"server gauge = {len(conns)}", 15)
+        await ctx.expect(lambda: ctx.gauge_is(len(conns)), f"server gauge = {len(conns)}", 15)
         now = await ctx.blocking(stack.server.stats)
         ctx.figure(f"server memory with {len(conns)} connections", now["memory_bytes"] / MiB, "MiB")
         if conns:
@@ -249,10 +249,6 @@ async def run(ctx: Context) -> None:
             for e in slow
         )
     )
-
-
-async def _gauge_is(ctx: Context, value: int) -> bool:
-    return await ctx.gauge() == value
 
 
 SCENARIO = Scenario(
