@@ -1,6 +1,6 @@
 # The two commands: `make up` runs the gateway, `make test` runs the whole suite.
 # Each does its own set-up on a fresh machine (see ci/setup.sh).
-.PHONY: setup images test up down lint bench clean
+.PHONY: setup images test up down lint bench clean lock
 
 setup:
 	ci/setup.sh
@@ -27,3 +27,13 @@ bench: images
 # Removes stacks left by interrupted runs; cached images stay.
 clean:
 	.venv/bin/python -m stack down --all
+
+# Regenerates the three hash-checked locks from their .in files, keeping every pin that
+# still satisfies them (add --upgrade to UV_COMPILE to move to newer releases). dev.txt is
+# constrained by server/requirements.txt, so both install the same version of what they share.
+UV_COMPILE = .venv/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--custom-compile-command "make lock"
+lock: setup
+	$(UV_COMPILE) requirements/bootstrap.in -o requirements/bootstrap.txt
+	$(UV_COMPILE) server/requirements.in -o server/requirements.txt
+	$(UV_COMPILE) -c server/requirements.txt requirements/dev.in -o requirements/dev.txt

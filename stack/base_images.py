@@ -124,31 +124,71 @@ def _current(base: BaseImage) -> bool:
     return image.labels.get(RECIPE_LABEL) == base.recipe
 
 
-def build(base: BaseImage) -> None:
-    """Build ``base.own_tag`` from Debian packages with debootstrap; print how long it took."""
-    debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
-    if not Path(debootstrap).exists():
+def _debootstrap() -> str:
+    """Path of debootstrap, installed from Debian's packages when missing and we are root.
+
+    Only the offline fallback needs it, so ``make test`` asks for neither debootstrap nor root
+    on a machine where a registry answers.
+    """
+    found = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
+    if Path(found).exists():
+        return found
+    if os.geteuid() != 0:
         raise RuntimeError(
             "no registry answered and debootstrap is missing: install it (apt-get install "
-            "debootstrap) or set " + base.env_override + " to a base image you have"
+            "debootstrap), run as root, or set PYTHON_BASE_IMAGE/NGINX_BASE_IMAGE to base "
+            "images you have"
         )
+    with lock("debootstrap"):
+        if not Path(found).exists():
+            print("installing debootstrap (apt-get) for the offline base images ...", flush=True)
+            quiet = {
+                "stdout": subprocess.DEVNULL,
+                "env": {**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            }
+            subprocess.run(["apt-get", "update", "-qq"], check=True, **quiet)
+            subprocess.run(
+                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "debootstrap"],
+                check=True,
+                **quiet,
+            )
+    return found
+
+
+def _run_debootstrap(base: BaseImage, root: Path) -> None:
+    """Run debootstrap into ``root``, printing each stage as it starts (not every package)."""
+    command = [
+        _debootstrap(),
+        "--variant=minbase",
+        "--include=" + ",".join(base.packages),
+        DEBIAN_SUITE,
+        str(root),
+        DEBIAN_MIRROR,
+    ]
+    output: list[str] = []
+    stage = ""
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+            # "I: Retrieving libc6 2.41-6" -> stage "Retrieving"; print when the stage changes.
+            words = line.split()
+            if len(words) > 1 and words[0] == "I:" and words[1] != stage:
+                stage = words[1]
+                print(f"  base-{base.role}: debootstrap: {line.strip()[3:]}", flush=True)
+    if process.returncode != 0:
+        raise RuntimeError(f"debootstrap exited {process.returncode}:\n" + "".join(output[-20:]))
+
+
+def build(base: BaseImage) -> None:
+    """Build ``base.own_tag`` from Debian packages with debootstrap; print how long it took."""
     started = time.monotonic()
     print(f"building base image {base.own_tag} from Debian {DEBIAN_SUITE} ...", flush=True)
     with tempfile.TemporaryDirectory(prefix=f"wsgw-base-{base.role}-") as tmp:
         root = Path(tmp) / "root"
-        subprocess.run(
-            [
-                debootstrap,
-                "--variant=minbase",
-                "--include=" + ",".join(base.packages),
-                DEBIAN_SUITE,
-                str(root),
-                DEBIAN_MIRROR,
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        _run_debootstrap(base, root)
         subprocess.run(["chroot", str(root), *base.version_check], check=True)
         _slim(root)
         tarball = Path(tmp) / "root.tar"

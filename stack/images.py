@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from docker.utils.build import exclude_paths
-from testcontainers.core.image import DockerImage
 
 from stack import base_images, compose_file, wheelhouse
 from stack.base_images import BaseImage
@@ -74,9 +73,25 @@ def ensure(app: AppImage) -> str:
         if not image_exists(tag):
             started = time.monotonic()
             print(f"building {tag} on {base_ref} ...", flush=True)
-            DockerImage(str(app.context), tag=tag, clean_up=False, buildargs=args, rm=True).build()
+            _build(app, tag, args)
             print(f"built {tag} in {time.monotonic() - started:.0f} s", flush=True)
     return tag
+
+
+def _build(app: AppImage, tag: str, args: dict[str, str]) -> None:
+    """Build ``tag`` from ``app.context``, printing each Dockerfile step as it starts."""
+    output: list[str] = []
+    for chunk in client().api.build(
+        path=str(app.context), tag=tag, buildargs=args, rm=True, forcerm=True, decode=True
+    ):
+        if "error" in chunk:
+            raise RuntimeError(
+                f"building {tag} failed: {chunk['error'].strip()}\n" + "".join(output[-20:])
+            )
+        line = chunk.get("stream", "")
+        output.append(line)
+        if line.startswith("Step "):
+            print(f"  {app.name}: {line.strip()}", flush=True)
 
 
 def ensure_all() -> dict[str, str]:

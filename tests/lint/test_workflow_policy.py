@@ -98,9 +98,9 @@ def test_reports_uploaded(workflow: dict[str, Any]) -> None:
 
 
 def test_pip_cache_keyed_on_lock(workflow: dict[str, Any]) -> None:
-    """Both jobs cache pip downloads keyed on requirements/dev.txt."""
+    """Both jobs cache pip downloads keyed on the lock files (requirements/*.txt)."""
     for name, job in workflow["jobs"].items():
         setups = [s for s in job["steps"] if s.get("uses", "").startswith("actions/setup-python@")]
         assert setups, name
         assert setups[0]["with"]["cache"] == "pip"
-        assert setups[0]["with"]["cache-dependency-path"] == "requirements/dev.txt"
+        assert setups[0]["with"]["cache-dependency-path"] == "requirements/*.txt"
