@@ -166,17 +166,18 @@ def _run_debootstrap(base: BaseImage, root: Path) -> None:
         DEBIAN_MIRROR,
     ]
     output: list[str] = []
-    stage = ""
+    stages: set[str] = set()
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as process:
         assert process.stdout is not None
         for line in process.stdout:
             output.append(line)
-            # "I: Retrieving libc6 2.41-6" -> stage "Retrieving"; print when the stage changes.
+            # "I: Retrieving libc6 2.41-6" -> stage "Retrieving", printed the first time only:
+            # per-package stages alternate (Retrieving, Validating) a few hundred times.
             words = line.split()
-            if len(words) > 1 and words[0] == "I:" and words[1] != stage:
-                stage = words[1]
+            if len(words) > 1 and words[0] == "I:" and words[1] not in stages:
+                stages.add(words[1])
                 print(f"  base-{base.role}: debootstrap: {line.strip()[3:]}", flush=True)
     if process.returncode != 0:
         raise RuntimeError(f"debootstrap exited {process.returncode}:\n" + "".join(output[-20:]))
