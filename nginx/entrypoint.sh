@@ -161,7 +161,10 @@ check_value() {
         local ipv4='([0-9]{1,3}\.){3}[0-9]{1,3}' ipv6='\[[0-9A-Fa-f:.]+\]' port='(:[0-9]{1,5})?'
         [[ -n ${value// /} ]] ||
             config_error "$name" "$value" "is empty" "IP addresses"
-        for token in $value; do
+        local -a tokens
+        # read -a splits on spaces without glob expansion: "b?n" stays "b?n", never "bin".
+        read -r -a tokens <<<"$value"
+        for token in "${tokens[@]}"; do
             [[ $token =~ ^($ipv4|$ipv6)$port$ ]] ||
                 config_error "$name" "$value" "is not a list of IP addresses" \
                     "space-separated IPv4 or [IPv6] addresses, optional :port (e.g. 127.0.0.11)"
@@ -169,7 +172,9 @@ check_value() {
         ;;
     server_names)
         local pattern='^[][A-Za-z0-9_.*:-]{1,253}$'
-        for token in $value; do
+        local -a tokens
+        read -r -a tokens <<<"$value"
+        for token in "${tokens[@]}"; do
             [[ $token =~ $pattern ]] ||
                 config_error "$name" "$value" "is not a list of host names" \
                     "space-separated names, IP addresses or wildcards like *.example.com (no regex)"
