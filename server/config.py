@@ -14,6 +14,7 @@ import importlib.util
 import ipaddress
 import math
 import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -28,6 +29,12 @@ _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 _BOOL_ALLOWED = "true, false, 1, 0, yes, no, on, off"
 _ORIGIN_RE = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s,]+")
+# What int() and float() accept beyond plain ASCII numbers ("1_000", Arabic-Indic digits,
+# "infinity") is not what anyone means in a configuration file.
+_INT_RE = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_FLOAT_RE = re.compile(
+    r"[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)(e[+-]?[0-9]+)?|inf(inity)?|nan)", re.ASCII | re.IGNORECASE
+)
 
 
 class ConfigError(ValueError):
@@ -115,7 +122,10 @@ class Config:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
-        """Parse ``environ`` (usually ``os.environ``); raise :class:`ConfigError` on a bad value."""
+        """Parse ``environ`` (usually ``os.environ``); raise :class:`ConfigError` on a bad value.
+
+        A host name is resolved here, so one that does not resolve exits 2 like any bad value.
+        """
         values: dict[str, Any] = {}
 
         def read(field: str, variable: str, parse: Callable[[str, str], Any]) -> None:
@@ -123,7 +133,7 @@ class Config:
             if raw is not None and raw.strip():
                 values[field] = parse(variable, raw)
 
-        read("host", "WS_HOST", lambda _v, raw: raw.strip())
+        read("host", "WS_HOST", _parse_host)
         read("port", "WS_PORT", _parse_int)
         read("max_size", "WS_MAX_MESSAGE_BYTES", _parse_int)
         read("ping_interval", "WS_PING_INTERVAL", _parse_float)
@@ -163,19 +173,30 @@ def uvloop_available() -> bool:
     return importlib.util.find_spec("uvloop") is not None
 
 
-def _parse_int(variable: str, raw: str) -> int:
+def _parse_host(variable: str, raw: str) -> str:
+    """An address or a name that resolves now: binding it later would fail with status 1."""
+    host = raw.strip()
+    if any(c.isspace() for c in host):
+        raise ConfigError(variable, raw, "is not a host", "an IP address or host name")
     try:
-        value = int(raw.strip(), 10)
-    except ValueError:
-        raise ConfigError(variable, raw, "is not an integer", _allowed(variable)) from None
-    return _in_range(variable, raw, value)
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as e:
+        raise ConfigError(
+            variable, raw, f"does not resolve ({e})", "an IP address or a host name that resolves"
+        ) from None
+    return host
+
+
+def _parse_int(variable: str, raw: str) -> int:
+    if not _INT_RE.fullmatch(raw.strip()):
+        raise ConfigError(variable, raw, "is not an integer", _allowed(variable))
+    return _in_range(variable, raw, int(raw.strip()))
 
 
 def _parse_float(variable: str, raw: str) -> float:
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise ConfigError(variable, raw, "is not a number", _allowed(variable)) from None
+    if not _FLOAT_RE.fullmatch(raw.strip()):
+        raise ConfigError(variable, raw, "is not a number", _allowed(variable))
+    value = float(raw.strip())
     if not math.isfinite(value):
         raise ConfigError(variable, raw, "is not a finite number", _allowed(variable))
     return _in_range(variable, raw, value)
@@ -216,11 +237,16 @@ def _items(raw: str) -> list[str]:
 
 
 def _parse_origins(variable: str, raw: str) -> tuple[str, ...]:
+    items = _items(raw)
+    if "*" in items:
+        if len(items) > 1:  # "https://a.com,*" would allow every origin, not just a.com
+            raise ConfigError(
+                variable, raw, "mixes * with origins", "* alone, or a list of origins without *"
+            )
+        return ()  # explicit "any origin"
     origins = []
-    for item in _items(raw):
+    for item in items:
         origin = item.lower().rstrip("/")
-        if origin == "*":
-            return ()  # explicit "any origin"
         if origin != "null" and not _ORIGIN_RE.fullmatch(origin):
             raise ConfigError(
                 variable,

@@ -89,7 +89,8 @@ def test_empty_values_mean_default():
 
 def test_star_origin_means_any():
     """WS_ALLOWED_ORIGINS=* is the same as unset: any origin."""
-    assert Config.from_env({"WS_ALLOWED_ORIGINS": "https://a.example,*"}).allowed_origins == ()
+    assert Config.from_env({"WS_ALLOWED_ORIGINS": "*"}).allowed_origins == ()
+    assert Config.from_env({"WS_ALLOWED_ORIGINS": " * , "}).allowed_origins == ()
 
 
 @pytest.mark.parametrize(
@@ -125,6 +126,19 @@ def test_star_origin_means_any():
         ({"WS_MAX_QUEUE": "0"}, "WS_MAX_QUEUE='0' is out of range; allowed: 1-1024 frames"),
         ({"WS_WORKERS": "2", "WS_PORT": "0"}, "WS_WORKERS='2' needs a fixed WS_PORT, not 0"),
         ({"WS_HOST": "a b"}, "WS_HOST='a b' is not a host"),
+        ({"WS_HOST": "no.such.host.invalid"}, "WS_HOST='no.such.host.invalid' does not resolve"),
+        ({"WS_PORT": "3_000"}, "WS_PORT='3_000' is not an integer; allowed: 0-65535"),
+        (
+            {"WS_PORT": "\u0663\u0660\u0660\u0660"},
+            "WS_PORT='\u0663\u0660\u0660\u0660' is not an integer",
+        ),
+        ({"WS_MAX_QUEUE": "\uff18"}, "WS_MAX_QUEUE='\uff18' is not an integer"),
+        ({"WS_PING_INTERVAL": "1_0.5"}, "WS_PING_INTERVAL='1_0.5' is not a number"),
+        ({"WS_PING_TIMEOUT": "\u0665"}, "WS_PING_TIMEOUT='\u0665' is not a number"),
+        (
+            {"WS_ALLOWED_ORIGINS": "https://a.com,*"},
+            "WS_ALLOWED_ORIGINS='https://a.com,*' mixes * with origins",
+        ),
         (
             {"WS_ALLOWED_ORIGINS": "example.com"},
             "WS_ALLOWED_ORIGINS='example.com' contains 'example.com', which is not an origin",
