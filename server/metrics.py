@@ -79,6 +79,12 @@ class Metrics:
         self.size_sum += size
 
     def count_close(self, code: int) -> None:
+        """Count a close; 3000-4999, which clients choose freely, count as their thousand.
+
+        One series per code would let clients create up to 2,000 of them.
+        """
+        if code >= 3000:
+            code -= code % 1000
         self.closes[code] = self.closes.get(code, 0) + 1
 
     def count_error(self, kind: str) -> None:
@@ -179,7 +185,7 @@ class Metrics:
                 "ws_closes_total",
                 "counter",
                 "Closed WebSocket connections, by close code.",
-                [(_labels(code=str(c)), n) for c, n in sorted(self.closes.items())],
+                [(_labels(code=close_code_label(c)), n) for c, n in sorted(self.closes.items())],
             )
         )
         add(
@@ -239,3 +245,8 @@ def _family(
     out = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
     out.extend(f"{name}{labels} {_number(value)}" for labels, value in samples)
     return out
+
+
+def close_code_label(code: int) -> str:
+    """The ``code`` label: the code itself, or "3xxx"/"4xxx" for the application ranges."""
+    return str(code) if code < 3000 else f"{code // 1000}xxx"

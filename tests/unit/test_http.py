@@ -267,3 +267,17 @@ def test_client_address_without_peer_or_trust():
     """No peer address stays None; an empty trust list returns the peer untouched."""
     assert client_address(None, headers_of(X_Real_IP="1.1.1.1"), ()) is None
     assert client_address("10.0.0.1", headers_of(X_Real_IP="1.1.1.1"), ()) == "10.0.0.1"
+
+
+async def test_application_close_codes_make_one_series_per_range(gateway: Gateway):
+    """Close codes 3000-4999 chosen by clients count as 3xxx and 4xxx, not a series each."""
+    for code in (3000, 3999, 4000, 4001, 4999):
+        async with connect(gateway.url) as ws:
+            await ws.close(code)
+    await wait_until(lambda: sum(gateway.metrics.closes.values()) == 5)
+    assert gateway.metrics.closes == {3000: 2, 4000: 3}
+    _, _, body = await http_request(gateway.port, "/metrics")
+    text = body.decode()
+    assert metric(text, "ws_closes_total", code="3xxx") == 2
+    assert metric(text, "ws_closes_total", code="4xxx") == 3
+    assert 'code="4001"' not in text
