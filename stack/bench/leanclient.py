@@ -14,8 +14,8 @@ bottleneck of every figure. This client does only what a benchmark needs:
   frame is answered and ends the connection.
 
 Frames are encoded and the handshake checked with ``stack.wire``. Messages are single
-frames (what ``websockets`` sends for str/bytes); a fragmented
-message from the server counts as a protocol error, never as an echo.
+frames (what ``websockets`` sends for str/bytes); a fragmented message from the server
+counts as a protocol error, never as an echo.
 """
 
 from __future__ import annotations
