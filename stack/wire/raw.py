@@ -60,19 +60,19 @@ class RawWebSocket:
 
         Not strict, any answer is kept (``status``, ``response``) for the caller to judge.
         """
-        async with asyncio.timeout(within):
-            reader, writer = await asyncio.open_connection(host, port)
-            key = new_key()
-            extra = {**(headers or {}), **({"X-Request-ID": request_id} if request_id else {})}
-            writer.write(request(path, host_header, key, extra))
-            await writer.drain()
-            response = await reader.readuntil(b"\r\n\r\n")
-        if strict:
-            try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), within)
+        key = new_key()
+        extra = {**(headers or {}), **({"X-Request-ID": request_id} if request_id else {})}
+        try:
+            async with asyncio.timeout(within):
+                writer.write(request(path, host_header, key, extra))
+                await writer.drain()
+                response = await reader.readuntil(b"\r\n\r\n")
+            if strict:
                 check_response(response, key)
-            except BaseException:
-                writer.close()
-                raise
+        except BaseException:
+            writer.close()
+            raise
         return cls(reader, writer, response, within)
 
     async def send(self, data: bytes) -> None:
