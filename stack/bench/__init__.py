@@ -4,7 +4,7 @@
     python -m stack bench --phases throughput --duration 5  # one phase, shorter
     python -m stack bench --only nginx,baseline             # runs whose name/setup/via match
 
-Parts: wsproto (a lean client), loadgen (client processes), baseline (the bare websockets
+Parts: leanclient (a lean client), loadgen (client processes), baseline (the bare websockets
 echo), probes (container CPU and memory), runner (phases), report (JSON, Markdown, SVG).
 Reports go to reports/bench/ (git-ignored).
 """

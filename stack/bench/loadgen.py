@@ -31,7 +31,8 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
-from stack.bench.wsproto import HandshakeError, Stats, WsClient, connect
+from stack.bench.leanclient import Stats, WsClient, connect
+from stack.wire.handshake import HandshakeError
 
 # counters shared with the parent for the progress display: messages, bytes, open, pings
 COUNTERS = 4

@@ -10,11 +10,12 @@ from urllib.parse import urlsplit
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from stack.client import ReconnectingClient
 from stack.gateway import StackOptions
 from stack.scenarios.base import Context, Scenario
-from stack.scenarios.rawws import OP_TEXT, RawWebSocket, frame
 from stack.waits import seconds
+from stack.wire.client import ReconnectingClient
+from stack.wire.frames import OP_TEXT, encode
+from stack.wire.raw import RawWebSocket
 
 HEADER_TIMEOUT = 2  # CLIENT_HEADER_TIMEOUT: NGINX drops an unfinished request header after it
 MAX_MESSAGE = 2**20  # WS_MAX_MESSAGE_BYTES (default)
@@ -25,11 +26,11 @@ OPTIONS = StackOptions(nginx_env={"CLIENT_HEADER_TIMEOUT": f"{HEADER_TIMEOUT}s"}
 FRAMES = {
     "reserved-opcode": (
         "a frame with reserved opcode 0x3 (malformed)",
-        frame(0x3, b"what am I?"),
+        encode(0x3, b"what am I?"),
         1002,
     ),
-    "invalid-utf8": ("a text frame that is not UTF-8", frame(OP_TEXT, b"caf\xc3(\xff\xfe"), 1007),
-    "unmasked": ("an unmasked client frame", frame(OP_TEXT, b"no mask", mask=False), 1002),
+    "invalid-utf8": ("a text frame that is not UTF-8", encode(OP_TEXT, b"caf\xc3(\xff\xfe"), 1007),
+    "unmasked": ("an unmasked client frame", encode(OP_TEXT, b"no mask", mask=False), 1002),
 }
 
 
@@ -42,7 +43,7 @@ async def _bad_frame(host: str, port: int, request_id: str, data: bytes) -> tupl
         code, reason = await ws.read_close(within=5)
         return code, reason, await ws.wait_eof(5)
     finally:
-        ws.close()
+        await ws.close()
 
 
 async def _too_big(url: str, request_id: str) -> tuple:

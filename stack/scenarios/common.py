@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from stack.client import Fleet, Session
 from stack.gateway import GatewayStack
 from stack.scenarios.base import Context
+from stack.wire.client import Fleet, Session
 
 
 class NginxUrl:

@@ -6,12 +6,12 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-from stack.client import Fleet
 from stack.gateway import StackOptions
 from stack.scenarios.base import Context, Scenario
 from stack.scenarios.common import account, codes, spread
-from stack.scenarios.rawws import RawWebSocket
 from stack.waits import http_status, seconds
+from stack.wire.client import Fleet
+from stack.wire.raw import RawWebSocket
 
 CLIENTS = 10
 SHUTDOWN_TIMEOUT = 4  # WS_SHUTDOWN_TIMEOUT; the server waits half of it for close frames
@@ -150,7 +150,7 @@ async def run(ctx: Context) -> None:
         ctx.step("stopping the clients")
         await fleet.stop(drain_timeout=1)
         if silent is not None:
-            silent.close()
+            await silent.close()
     account(ctx, fleet)
 
 

@@ -12,7 +12,7 @@ import socket
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from stack.client import Outcome, ReconnectingClient
+from stack.wire.client import Outcome, ReconnectingClient
 
 
 async def echo(ws: ServerConnection) -> None:

@@ -9,12 +9,10 @@ raise it on a slow machine instead of editing tests.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import os
 import signal
-import struct
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -25,15 +23,17 @@ import tenacity
 
 from server.app import Gateway, GatewayConnection
 from server.config import Config
-from stack.scenarios.rawws import (  # noqa: F401 - re-exported to the tests
+from stack.wire.frames import (  # noqa: F401 - re-exported to the tests
     OP_BINARY,
     OP_CLOSE,
     OP_CONT,
     OP_PING,
     OP_PONG,
     OP_TEXT,
-    frame,
+    ZERO_KEY,
+    encode,
 )
+from stack.wire.raw import RawWebSocket
 
 UNIT = float(os.environ.get("TEST_TIMEOUT_UNIT", "1.0"))
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,77 +152,22 @@ def metric(text: str, name: str, **labels: str) -> float:
 # Raw WebSocket client, for what a well-behaved client library refuses to do
 
 
-def encode_frame(opcode: int, payload: bytes, **options: Any) -> bytes:
-    """A client frame (stack.scenarios.rawws.frame), by default with the all-zero mask key."""
-    options.setdefault("mask_key", b"\x00\x00\x00\x00")
-    return frame(opcode, payload, **options)
-
-
-class RawClient:
-    """A WebSocket client over a bare TCP stream: handshake by hand, frames by hand."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+class RawClient(RawWebSocket):
+    """A RawWebSocket to a gateway on 127.0.0.1 that answered a valid 101; reads wait 5 units."""
 
     @classmethod
     async def connect(
         cls, port: int, path: str = "/ws", headers: Mapping[str, str] | None = None
     ) -> RawClient:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        key = base64.b64encode(os.urandom(16)).decode()
-        lines = [
-            f"GET {path} HTTP/1.1",
-            f"Host: 127.0.0.1:{port}",
-            "Upgrade: websocket",
-            "Connection: Upgrade",
-            f"Sec-WebSocket-Key: {key}",
-            "Sec-WebSocket-Version: 13",
-        ]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-        async with asyncio.timeout(units(5)):
-            head = await reader.readuntil(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101 "), head
-        return cls(reader, writer)
-
-    @property
-    def sock(self) -> Any:
-        return self.writer.get_extra_info("socket")
-
-    async def send_frame(self, opcode: int, payload: bytes = b"", **kwargs: Any) -> None:
-        self.writer.write(encode_frame(opcode, payload, **kwargs))
-        await self.writer.drain()
-
-    async def read_frame(self) -> tuple[bool, int, bytes]:
-        """The next server frame: (fin, opcode, payload). Server frames are never masked."""
-        async with asyncio.timeout(units(5)):
-            first, second = await self.reader.readexactly(2)
-            assert not second & 0x80, "server frames must not be masked"
-            length = second & 0x7F
-            if length == 126:
-                (length,) = struct.unpack("!H", await self.reader.readexactly(2))
-            elif length == 127:
-                (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
-            payload = await self.reader.readexactly(length)
-        return bool(first & 0x80), first & 0x0F, payload
-
-    async def read_close(self) -> tuple[int, str]:
-        """Skip frames up to the server's close frame; return its (code, reason)."""
-        while True:
-            _fin, opcode, payload = await self.read_frame()
-            if opcode == OP_CLOSE:
-                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-                return code, payload[2:].decode()
-
-    def abort(self) -> None:
-        """Drop the TCP connection at once (RST), whatever is still buffered."""
-        self.writer.transport.abort()
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(OSError):  # reset by the server first
-            await self.writer.wait_closed()
+        return await cls.open(
+            "127.0.0.1",
+            port,
+            path=path,
+            host_header=f"127.0.0.1:{port}",
+            headers=headers,
+            within=units(5),
+            strict=True,
+        )
 
 
 FRAME_PAYLOAD = 64 * 1024
@@ -237,7 +182,7 @@ class Flood:
         self.task = asyncio.get_running_loop().create_task(self._pump())
 
     async def _pump(self) -> None:
-        frame = encode_frame(OP_BINARY, b"\x00" * FRAME_PAYLOAD)
+        frame = encode(OP_BINARY, b"\x00" * FRAME_PAYLOAD, mask_key=ZERO_KEY)
         writer = self.raw.writer
         with contextlib.suppress(ConnectionError):
             while True:

@@ -7,56 +7,28 @@ bottleneck of every figure. This client does only what a benchmark needs:
 * frames are built once per payload and connection (masked with the connection's own random
   key, as RFC 6455 requires of clients) and then written as prebuilt bytes;
 * server frames are parsed in place in one receive buffer; each echoed message is checked
-  byte for byte with ``bytearray.startswith`` (a memcmp, no copy);
+  byte for byte with ``bytearray.startswith`` (a memcmp, no copy). This parser is the hot
+  path and stays inline here: ``stack.wire.frames.decode`` copies each payload, which is
+  what a load generator must not spend its CPU on;
 * pings are answered (the server's heartbeat keeps running during a benchmark), a close
   frame is answered and ends the connection.
 
-Messages are single frames (what ``websockets`` sends for str/bytes); a fragmented
-message from the server counts as a protocol error, never as an echo.
+Frames are encoded and the handshake checked with ``stack.wire``. Messages are single
+frames (what ``websockets`` sends for str/bytes); a fragmented message from the server
+counts as a protocol error, never as an echo.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import os
 from collections import deque
 from collections.abc import Callable
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+from stack.wire.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, close_payload, encode
+from stack.wire.handshake import HandshakeError, check_response, new_key, request
 
 HANDSHAKE, OPEN, CLOSED = 0, 1, 2
-
-
-class HandshakeError(Exception):
-    """The server did not switch protocols; ``status`` is its HTTP status (0: no answer)."""
-
-    def __init__(self, status: int, detail: str = "") -> None:
-        super().__init__(f"HTTP {status} {detail}".strip())
-        self.status = status
-
-
-def mask_bytes(payload: bytes, mask: bytes) -> bytes:
-    """``payload`` XOR the repeated 4-byte ``mask`` (done once per prebuilt frame)."""
-    n = len(payload)
-    if n == 0:
-        return b""
-    key = (mask * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
-
-
-def client_frame(opcode: int, payload: bytes, mask: bytes) -> bytes:
-    """One final, masked client frame."""
-    n = len(payload)
-    if n < 126:
-        head = bytes((0x80 | opcode, 0x80 | n))
-    elif n < 65536:
-        head = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
-    return head + mask + mask_bytes(payload, mask)
 
 
 class Stats:
@@ -89,7 +61,7 @@ class WsClient(asyncio.Protocol):
         self.host_header = host_header
         self.path = path
         self.mask = os.urandom(4)
-        self.key = base64.b64encode(os.urandom(16))
+        self.key = new_key()
         self.state = HANDSHAKE
         self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
@@ -112,14 +84,9 @@ class WsClient(asyncio.Protocol):
     # ---- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        request = (
-            b"GET " + self.path.encode() + b" HTTP/1.1\r\n"
-            b"Host: " + self.host_header.encode() + b"\r\n"
-            b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: " + self.key + b"\r\n"
-            b"Sec-WebSocket-Version: 13\r\nUser-Agent: wsgw-bench\r\n\r\n"
+        self.transport.write(
+            request(self.path, self.host_header, self.key, {"User-Agent": "wsgw-bench"})
         )
-        self.transport.write(request)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.state == HANDSHAKE and not self.opened.done():
@@ -140,7 +107,7 @@ class WsClient(asyncio.Protocol):
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 if len(buf) > 16384:
-                    self._fail_handshake(0, "oversized response")
+                    self._fail_handshake(HandshakeError(0, "oversized response"))
                 return
             self._handshake_done(bytes(buf[:end]))
             del buf[: end + 4]
@@ -150,27 +117,18 @@ class WsClient(asyncio.Protocol):
 
     # ---- handshake -------------------------------------------------------------------------
     def _handshake_done(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
-        status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-        if status != 101:
-            self._fail_handshake(status, "instead of 101")
-            return
-        accept = base64.b64encode(hashlib.sha1(self.key + GUID).digest())
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            headers[name.strip().lower()] = value.strip()
-        if headers.get(b"sec-websocket-accept") != accept:
-            self._fail_handshake(status, "with a wrong Sec-WebSocket-Accept")
+        try:
+            check_response(head, self.key)
+        except HandshakeError as e:
+            self._fail_handshake(e)
             return
         self.state = OPEN
         self.opened.set_result(None)
 
-    def _fail_handshake(self, status: int, detail: str) -> None:
+    def _fail_handshake(self, error: HandshakeError) -> None:
         self.state = CLOSED
         if not self.opened.done():
-            self.opened.set_exception(HandshakeError(status, detail))
+            self.opened.set_exception(error)
         self.transport.close()
 
     # ---- frames ----------------------------------------------------------------------------
@@ -228,7 +186,7 @@ class WsClient(asyncio.Protocol):
                 stats.bytes += length
             elif opcode == OP_PING:
                 stats.pings += 1
-                self.transport.write(client_frame(OP_PONG, bytes(buf[start:stop]), self.mask))
+                self.transport.write(encode(OP_PONG, bytes(buf[start:stop]), mask_key=self.mask))
             elif opcode == OP_CLOSE:
                 self.closed_by_peer = True
                 self._answer_close(bytes(buf[start:stop]))
@@ -249,7 +207,7 @@ class WsClient(asyncio.Protocol):
 
     def _answer_close(self, payload: bytes) -> None:
         if self.state == OPEN:
-            self.transport.write(client_frame(OP_CLOSE, payload[:2], self.mask))
+            self.transport.write(encode(OP_CLOSE, payload[:2], mask_key=self.mask))
         self.state = CLOSED
         self.transport.close()
 
@@ -264,7 +222,7 @@ class WsClient(asyncio.Protocol):
             self.expect, self.expect_op = payload.encode(), OP_TEXT
         else:
             self.expect, self.expect_op = bytes(payload), OP_BINARY
-        self.frame = client_frame(self.expect_op, self.expect, self.mask)
+        self.frame = encode(self.expect_op, self.expect, mask_key=self.mask)
 
     def start_pipeline(self, inflight: int) -> None:
         self.sending = True
@@ -294,7 +252,7 @@ class WsClient(asyncio.Protocol):
         """Start the closing handshake (the server answers and closes TCP)."""
         if self.state == OPEN and self.transport is not None:
             self.state = CLOSED
-            self.transport.write(client_frame(OP_CLOSE, code.to_bytes(2, "big"), self.mask))
+            self.transport.write(encode(OP_CLOSE, close_payload(code), mask_key=self.mask))
         elif self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 

@@ -45,7 +45,11 @@ from typing import Any
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
+    RetryError,
     retry_if_exception_type,
+    retry_if_result,
+    stop_after_delay,
+    wait_fixed,
     wait_random_exponential,
 )
 from websockets.asyncio.client import ClientConnection, connect
@@ -56,6 +60,28 @@ ALPHABET = string.ascii_letters + string.digits + "äéß€жñ中文😀🚀"
 
 # What a failed connection attempt may raise: refused, reset, timed out, a non-101 answer.
 RETRYABLE = (OSError, TimeoutError, EOFError, InvalidHandshake)
+
+
+async def _poll(predicate: Callable[[], bool], what: str, within: float, every: float) -> None:
+    """Check ``predicate`` every ``every`` s until it holds; TimeoutError after ``within`` s.
+
+    The asynchronous twin of ``stack.waits.until`` (which blocks the thread, and the
+    clients live on this event loop); in seconds, like every timeout of this client. An
+    exception from ``predicate`` propagates at once.
+    """
+
+    async def check() -> bool:
+        return predicate()
+
+    retrying = AsyncRetrying(
+        stop=stop_after_delay(within),
+        wait=wait_fixed(every),
+        retry=retry_if_result(lambda held: not held),
+    )
+    try:
+        await retrying(check)
+    except RetryError:
+        raise TimeoutError(f"{what}: not true within {within:.0f} s") from None
 
 
 class Outcome(enum.StrEnum):
@@ -305,12 +331,7 @@ class ReconnectingClient:
         self, predicate: Callable[[ReconnectingClient], bool], what: str, within: float
     ) -> None:
         """Wait until ``predicate(self)`` holds; raise TimeoutError naming ``what``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while not predicate(self):
-            if loop.time() >= deadline:
-                raise TimeoutError(f"{self.name}: {what}: not true within {within:.0f} s")
-            await asyncio.sleep(0.02)
+        await _poll(lambda: predicate(self), f"{self.name}: {what}", within, 0.02)
 
     # ---- the connection loop -----------------------------------------------------------------
     async def _run(self) -> None:
@@ -519,12 +540,8 @@ class Fleet:
     async def wait_until(
         self, predicate: Callable[[Fleet], bool], what: str, within: float
     ) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while not predicate(self):
-            if loop.time() >= deadline:
-                raise TimeoutError(f"{what}: not true within {within:.0f} s")
-            await asyncio.sleep(0.05)
+        """Wait until ``predicate(self)`` holds; raise TimeoutError naming ``what``."""
+        await _poll(lambda: predicate(self), what, within, 0.05)
 
 
 __all__ = [
