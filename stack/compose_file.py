@@ -1,22 +1,29 @@
-"""The compose file as the one source of the containers' limits and security options.
+"""The compose file as the one source of the containers' environment, limits and security.
 
-``docker compose up`` and the test stacks run the same images; reading the limits from
-docker-compose.yaml keeps the two from drifting apart.
+``docker compose up`` and the test stacks run the same images; reading the settings from
+what Compose itself makes of docker-compose.yaml (``docker compose config``: its ``.env``,
+``docker-compose.override.yaml`` and every variable syntax included) keeps the two from
+drifting apart.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import os
-import re
 import resource
+import subprocess
 from pathlib import Path
 from typing import Any
 
-import yaml
 from docker.types import Ulimit
 
-COMPOSE_FILE = Path(__file__).resolve().parent.parent / "docker-compose.yaml"
-_VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yaml"
+
+
+class ComposeError(RuntimeError):
+    """``docker compose config`` failed (a missing binary, a bad file, a required variable)."""
 
 
 def machine_settings() -> dict[str, str]:
@@ -34,53 +41,77 @@ def machine_settings() -> dict[str, str]:
     return settings
 
 
-def interpolate(value: str, environ: dict[str, str] | None = None) -> str:
-    """Expand ``${NAME}`` and ``${NAME:-default}`` as Compose does."""
-    env = {**os.environ, **machine_settings()} if environ is None else environ
-    return _VARIABLE.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
+@functools.cache
+def config(project: Path = ROOT) -> dict[str, Any]:
+    """The compose project in ``project`` as Compose resolves it (read once per process).
+
+    Compose finds the files there as ``docker compose up`` would (docker-compose.yaml, its
+    override file, ``.env``); this process's environment and :func:`machine_settings` fill
+    the variables.
+    """
+    try:
+        result = subprocess.run(
+            [
+                "docker",
+                "compose",
+                "--project-directory",
+                str(project),
+                "config",
+                "--format",
+                "json",
+            ],
+            cwd=project,
+            env={**os.environ, **machine_settings()},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ComposeError(f"docker compose config in {project}: {e}") from e
+    if result.returncode != 0:
+        raise ComposeError(f"docker compose config in {project}: {result.stderr.strip()}")
+    return json.loads(result.stdout)
 
 
-def service(name: str) -> dict[str, Any]:
-    """The compose definition of service ``name``."""
-    return yaml.safe_load(COMPOSE_FILE.read_text())["services"][name]
+def service(name: str, project: Path = ROOT) -> dict[str, Any]:
+    """Compose's resolved definition of service ``name``."""
+    return config(project)["services"][name]
 
 
-def environment(name: str) -> dict[str, str]:
-    """The service's environment with Compose's defaults applied."""
-    return {k: interpolate(str(v)) for k, v in (service(name).get("environment") or {}).items()}
+def environment(name: str, project: Path = ROOT) -> dict[str, str]:
+    """The service's environment as Compose resolves it (variables unset in it left out)."""
+    env = service(name, project).get("environment") or {}
+    return {key: str(value) for key, value in env.items() if value is not None}
 
 
-def _bytes(size: str) -> int:
-    units = {"k": 2**10, "m": 2**20, "g": 2**30}
-    size = str(size).lower().rstrip("b")
-    return int(float(size[:-1]) * units[size[-1]]) if size[-1] in units else int(size)
+def runtime_kwargs(name: str, project: Path = ROOT) -> dict[str, Any]:
+    """docker-py ``containers.create`` keywords for the service's limits and security.
 
-
-def runtime_kwargs(name: str) -> dict[str, Any]:
-    """docker-py ``containers.create`` keywords for the service's limits and security."""
-    svc = service(name)
+    Compose normalises what it prints: memory in bytes (a string), cpus a number, each
+    ulimit a number or {soft, hard}.
+    """
+    svc = service(name, project)
     limits = svc.get("deploy", {}).get("resources", {}).get("limits", {})
     tmpfs = {}
-    for entry in svc.get("tmpfs", []):
+    for entry in svc.get("tmpfs") or []:
         path, _, options = entry.partition(":")
         tmpfs[path] = options
     return {
-        "mem_limit": _bytes(limits["memory"]),
+        "mem_limit": int(limits["memory"]),
         "nano_cpus": int(float(limits["cpus"]) * 1e9),
         "pids_limit": int(limits["pids"]),
         "read_only": bool(svc.get("read_only", False)),
         "tmpfs": tmpfs,
-        "cap_drop": list(svc.get("cap_drop", [])),
-        "security_opt": list(svc.get("security_opt", [])),
-        "ulimits": [
-            Ulimit(
-                name=key,
-                soft=int(interpolate(str(value["soft"]))),
-                hard=int(interpolate(str(value["hard"]))),
-            )
-            for key, value in (svc.get("ulimits") or {}).items()
-        ],
+        "cap_drop": list(svc.get("cap_drop") or []),
+        "security_opt": list(svc.get("security_opt") or []),
+        "ulimits": [_ulimit(key, value) for key, value in (svc.get("ulimits") or {}).items()],
     }
+
+
+def _ulimit(name: str, value: int | dict[str, int]) -> Ulimit:
+    if isinstance(value, dict):
+        return Ulimit(name=name, soft=int(value["soft"]), hard=int(value["hard"]))
+    return Ulimit(name=name, soft=int(value), hard=int(value))
 
 
 def memory_limit(name: str) -> int:

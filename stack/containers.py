@@ -1,8 +1,15 @@
-"""One running container of the stack, with the operations failure scenarios need."""
+"""One running container of the stack, with the operations failure scenarios need.
+
+:meth:`Service.start` is the one way the harness starts a container: the gateway's server
+and NGINX, helper containers (stack/helper_containers.py), the bench's baseline and
+replicas. A Service reads its addresses and published ports once, after start and after
+each restart, network change or :meth:`Service.refresh`; reading them costs no Docker call.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -24,12 +31,37 @@ def parse_json_lines(text: str) -> list[dict[str, Any]]:
     return events
 
 
+def addresses(attrs: dict[str, Any]) -> dict[str, str]:
+    """{network name: IPv4 address} from a container's ``docker inspect`` attributes."""
+    networks = attrs["NetworkSettings"].get("Networks") or {}
+    return {name: settings["IPAddress"] for name, settings in networks.items()}
+
+
+def published_ports(attrs: dict[str, Any]) -> dict[int, int]:
+    """{container TCP port: host port} from ``docker inspect`` attributes (published only)."""
+    ports = {}
+    for key, bindings in (attrs["NetworkSettings"].get("Ports") or {}).items():
+        port, _, protocol = key.partition("/")
+        if protocol == "tcp" and bindings:
+            ports[int(port)] = int(bindings[0]["HostPort"])
+    return ports
+
+
 class Service:
-    """A started container: restart, stop, kill, pause it; read its logs and stats."""
+    """A started container: restart, stop, kill, pause it; read its logs and stats.
+
+    ``id``, ``name``, ``addresses`` ({network name: IP}) and ``ports`` ({container port:
+    host port}) are records, refreshed by the methods that change them.
+    """
 
     def __init__(self, role: str, container: DockerContainer) -> None:
         self.role = role
         self._container = container
+        self.id = ""
+        self.name = ""
+        self.addresses: dict[str, str] = {}
+        self.ports: dict[int, int] = {}
+        self.refresh()
 
     @classmethod
     def start(
@@ -38,58 +70,93 @@ class Service:
         image: str,
         name: str,
         network: Network,
-        aliases: list[str],
-        env: dict[str, str],
-        labels: dict[str, str],
-        ports: dict[int, tuple[str, None]] | None = None,
+        aliases: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+        *,
+        also_on: Sequence[tuple[Network, Sequence[str]]] = (),
+        ports: Sequence[int] = (),
         volumes: dict[str, str] | None = None,
         tmpfs: dict[str, str] | None = None,
+        command: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> Service:
-        """Create and start ``image`` as ``name`` on ``network`` under ``aliases``."""
+        """Create and start ``image`` as ``name`` on ``network`` under ``aliases``.
+
+        ``also_on`` lists more (network, aliases) to join right after the start (Docker API
+        1.41 attaches one network at creation). ``ports`` are published on 127.0.0.1 at
+        host ports Docker picks; ``volumes`` ({host path: container path}) are read-only;
+        ``tmpfs`` maps a path to Docker's option string (e.g. "size=16m,mode=1777").
+        ``kwargs`` are docker-py ``containers.create`` keywords (limits, security options:
+        ``compose_file.runtime_kwargs``).
+        """
         container = (
             DockerContainer(image)
             .with_name(name)
             .with_network(network)
             .with_network_aliases(*aliases)
-            .with_envs(**env)
+            .with_envs(**(env or {}))
             # testcontainers' with_kwargs replaces earlier calls: everything goes in one.
-            .with_kwargs(labels=labels, **kwargs)
+            .with_kwargs(labels=dict(labels or {}), **kwargs)
         )
-        for port, binding in (ports or {}).items():
-            # docker-py's (host ip, host port) form: with_bind_ports takes no address.
-            container.ports[f"{port}/tcp"] = binding
+        if command is not None:
+            container.with_command(list(command))
+        for port in ports:
+            # Debt, checked against testcontainers 4.15.0: with_bind_ports takes no host
+            # address, and binding every interface would expose the gateway beyond this
+            # machine. DockerContainer.start hands ``ports`` to docker-py unchanged, whose
+            # (host ip, None) form publishes on loopback at a port Docker picks.
+            container.ports[f"{port}/tcp"] = ("127.0.0.1", None)  # type: ignore[assignment]
         for path, options in (tmpfs or {}).items():
-            container.tmpfs[path] = options  # Docker's option string, e.g. "size=16m,mode=1777"
+            # testcontainers 4.15.0 passes the value through as Docker's option string.
+            container.with_tmpfs_mount(path, options)
         for host_path, container_path in (volumes or {}).items():
             container.with_volume_mapping(host_path, container_path, mode="ro")
         container.start()
-        return cls(role, container)
+        service = cls(role, container)
+        try:
+            for extra, extra_aliases in also_on:
+                extra.connect(service.id, list(extra_aliases))
+            if also_on:
+                service.refresh()
+        except BaseException:
+            service.remove()
+            raise
+        return service
 
+    # ---- records -------------------------------------------------------------------------------
     @property
     def docker(self):
-        """The docker-py container, freshly reloaded."""
-        wrapped = self._container.get_wrapped_container()
-        wrapped.reload()
-        return wrapped
+        """The docker-py container (its ``attrs`` as of the last refresh; see :meth:`inspect`)."""
+        return self._container.get_wrapped_container()
 
-    @property
-    def name(self) -> str:
-        return self.docker.name
+    def inspect(self) -> dict[str, Any]:
+        """Fresh ``docker inspect`` attributes (one Docker call)."""
+        self.docker.reload()
+        return self.docker.attrs
+
+    def refresh(self) -> None:
+        """Read id, name, addresses and published ports again from Docker."""
+        attrs = self.inspect()
+        self.id = attrs["Id"]
+        self.name = attrs["Name"].lstrip("/")
+        self.addresses = addresses(attrs)
+        self.ports = published_ports(attrs)
 
     def ip(self, network: Network) -> str:
-        """The container's address on ``network``."""
-        return self.docker.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
+        """The container's address on ``network`` (KeyError when it is not attached)."""
+        return self.addresses[network.name]
 
     def host_port(self, port: int) -> int:
         """The host port published for container ``port``."""
-        return int(self.docker.ports[f"{port}/tcp"][0]["HostPort"])
+        return self.ports[port]
 
     @property
     def status(self) -> str:
-        """Docker's status: created, running, paused, restarting, exited."""
-        return self.docker.status
+        """Docker's status now (one Docker call): created, running, paused, restarting, exited."""
+        return self.inspect()["State"]["Status"]
 
+    # ---- output -------------------------------------------------------------------------------
     def logs(self) -> str:
         """Everything the container wrote to stdout and stderr so far."""
         return self.docker.logs(stdout=True, stderr=True).decode(errors="replace")
@@ -103,18 +170,21 @@ class Service:
             e for e in parse_json_lines(self.logs()) if event is None or e.get("event") == event
         ]
 
+    # ---- lifecycle ----------------------------------------------------------------------------
     def restart(self, timeout: int = 10) -> None:
         """Stop (stop signal, then SIGKILL after ``timeout`` s) and start again."""
         self.docker.restart(timeout=timeout)
+        self.refresh()  # a new host port, maybe a new address
 
     def stop(self, timeout: int = 10) -> int:
         """Stop with the image's stop signal; return the exit code."""
         self.docker.stop(timeout=timeout)
-        return self.docker.attrs["State"]["ExitCode"]
+        return self.inspect()["State"]["ExitCode"]
 
     def start_again(self) -> None:
         """Start a stopped container."""
         self.docker.start()
+        self.refresh()
 
     def kill(self, signal: str = "SIGKILL") -> None:
         """Send ``signal`` to the container's main process."""
@@ -134,11 +204,11 @@ class Service:
 
     def wait_exit(self, timeout: float = 30) -> int:
         """Wait until the container has exited; return its exit code."""
-        until(lambda: self.status, f"{self.role} exits", timeout, accept=lambda s: s == "exited")
+        until(self.inspect, f"{self.name} exits", timeout, accept=_exited)
         return self.docker.attrs["State"]["ExitCode"]
 
     def oom_killed(self) -> bool:
-        return bool(self.docker.attrs["State"].get("OOMKilled"))
+        return bool(self.inspect()["State"].get("OOMKilled"))
 
     def stats(self) -> dict[str, float]:
         """One `docker stats` sample: memory in use (without page cache) and its limit, bytes."""
@@ -155,4 +225,8 @@ class Service:
     def remove(self) -> None:
         """Force-remove the container; a container already gone is fine."""
         with suppress(docker.errors.NotFound):
-            self._container.get_wrapped_container().remove(force=True, v=True)
+            self.docker.remove(force=True, v=True)
+
+
+def _exited(attrs: dict[str, Any]) -> bool:
+    return attrs["State"]["Status"] == "exited"

@@ -3,7 +3,10 @@
     with GatewayStack.up("wsgw-demo") as stack:
         stack.url            # ws://127.0.0.1:<port>/ws, through NGINX
         stack.server_url     # ws://<server ip>:3000/ws, straight to the server
-        stack.server.restart()
+        stack.server.restart()   # the records (stack.server_ip, stack.url) follow
+
+Addresses are records of the services, read once after each start, restart or network
+change: reading them costs no Docker call (clients in the event loop may read them).
 
 Everything a stack creates carries the label ``io.websocket-gateway.stack=<name>`` and is
 removed by ``down()``, which ``with`` calls even when the body fails.
@@ -130,10 +133,10 @@ class GatewayStack:
             ws.send(payload)
             return ws.recv(timeout=3) == payload
 
-    # ---- addresses -------------------------------------------------------------------------
+    # ---- addresses (read from the services' records: no Docker call) ---------------------------
     @property
     def port(self) -> int:
-        """Host port of NGINX's 8080, published on 127.0.0.1."""
+        """Host port of NGINX's 8080, published on 127.0.0.1 (new after an NGINX restart)."""
         return self.nginx.host_port(NGINX_PORT)
 
     @property
@@ -150,6 +153,7 @@ class GatewayStack:
 
     @property
     def server_ip(self) -> str:
+        """The server's address on the backend network (KeyError while cut off it)."""
         return self.server.ip(self.backend)
 
     @property
@@ -188,12 +192,12 @@ class GatewayStack:
             "SERVER_NAMES": "localhost 127.0.0.1 nginx",
             **self.options.nginx_env,
         }
-        ports = {NGINX_PORT: ("127.0.0.1", None)}
+        ports = [NGINX_PORT]
         volumes = {}
         if self.options.tls_dir is not None:
-            ports[NGINX_TLS_PORT] = ("127.0.0.1", None)
+            ports.append(NGINX_TLS_PORT)
             volumes[str(self.options.tls_dir)] = "/etc/nginx/tls"
-        nginx = Service.start(
+        return Service.start(
             "nginx",
             self._images["nginx"],
             f"{self.name}-nginx",
@@ -201,13 +205,11 @@ class GatewayStack:
             ["nginx"],
             env,
             self.labels,
+            also_on=[(self.backend, ["nginx"])],
             ports=ports,
             volumes=volumes,
             **compose_file.runtime_kwargs("nginx"),
         )
-        # docker API 1.41 attaches one network at creation; the backend comes right after.
-        self.backend.connect(nginx.docker.id, ["nginx"])
-        return nginx
 
     def replace_server(self) -> Service:
         """Start a new server container (a new address), then remove the old one."""
@@ -219,10 +221,12 @@ class GatewayStack:
 
     def disconnect_server(self) -> None:
         """Cut the server off the backend network: NGINX and the server no longer see each other."""
-        self.backend._unwrap_network.disconnect(self.server.docker.id, force=True)
+        client().networks.get(self.backend.name).disconnect(self.server.id, force=True)
+        self.server.refresh()
 
     def connect_server(self) -> None:
-        self.backend.connect(self.server.docker.id, ["server"])
+        self.backend.connect(self.server.id, ["server"])
+        self.server.refresh()
 
     def reload_nginx(self) -> tuple[int, str]:
         """Test and re-read the rendered /tmp/nginx/nginx.conf (graceful: old workers drain)."""

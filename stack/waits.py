@@ -6,13 +6,16 @@ a slow machine scales all of them at once.
 
 from __future__ import annotations
 
+import inspect
 import os
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from tenacity import (
+    AsyncRetrying,
     RetryError,
     Retrying,
     retry_if_exception_type,
@@ -27,7 +30,14 @@ T = TypeVar("T")
 
 
 class ConditionTimeout(TimeoutError):
-    """A condition did not hold before its deadline."""
+    """A condition did not hold before its deadline.
+
+    ``last_error`` is the error of the last attempt ("Type: message"), or "" if it returned.
+    """
+
+    def __init__(self, message: str, last_error: str = "") -> None:
+        super().__init__(message)
+        self.last_error = last_error
 
 
 def seconds(n: float) -> float:
@@ -55,11 +65,67 @@ def until(
     try:
         return retrying(probe)
     except RetryError as e:
-        last = e.last_attempt
-        detail = repr(last.exception()) if last.failed else repr(last.result())
-        raise ConditionTimeout(
-            f"{what}: not true within {seconds(timeout):.0f} s (last: {detail})"
-        ) from None
+        raise _timeout(e, what, timeout) from None
+
+
+async def until_async(
+    probe: Callable[[], T | Awaitable[T]],
+    what: str,
+    within: float = 30,
+    accept: Callable[[T], bool] = bool,
+    errors: tuple[type[BaseException], ...] = (OSError,),
+    interval: float = 0.1,
+) -> T:
+    """:func:`until` for the event loop, ``within`` units: ``probe`` may be sync or async.
+
+    It is polled every ``interval`` s, so other tasks run in between.
+    """
+    retrying = AsyncRetrying(
+        stop=stop_after_delay(seconds(within)),
+        wait=wait_fixed(interval),
+        retry=retry_if_exception_type(errors) | retry_if_result(lambda r: not accept(r)),
+    )
+    try:
+        return await retrying(_awaited, probe)
+    except RetryError as e:
+        raise _timeout(e, what, within) from None
+
+
+async def holds(
+    probe: Callable[[], object], duration: float, interval: float = 0.1
+) -> float | None:
+    """Poll ``probe`` (sync or async) for ``duration`` s: None if it stayed true throughout,
+    else the seconds after which it was false.
+
+    ``duration`` is seconds, not units: the span that must pass is the claim itself.
+    """
+    retrying = AsyncRetrying(
+        stop=stop_after_delay(duration),
+        wait=wait_fixed(interval),
+        retry=retry_if_result(bool),  # go on while it holds
+    )
+    started = time.monotonic()
+    try:
+        await retrying(_awaited, probe)
+    except RetryError:
+        return None
+    return time.monotonic() - started
+
+
+async def _awaited(probe: Callable[[], T | Awaitable[T]]) -> T:
+    result = probe()
+    if inspect.isawaitable(result):
+        result = await result
+    return result  # type: ignore[return-value]
+
+
+def _timeout(error: RetryError, what: str, timeout: float) -> ConditionTimeout:
+    last = error.last_attempt
+    detail = repr(last.exception()) if last.failed else repr(last.result())
+    failure = f"{type(last.exception()).__name__}: {last.exception()}" if last.failed else ""
+    return ConditionTimeout(
+        f"{what}: not true within {seconds(timeout):.0f} s (last: {detail})", failure
+    )
 
 
 def http_status(url: str, timeout: float = 2) -> int:

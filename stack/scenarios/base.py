@@ -9,8 +9,8 @@ definition; only the stacks come from different places (the ``make_stack`` fixtu
 from __future__ import annotations
 
 import asyncio
-import inspect
 import re
+import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from stack.gateway import GatewayStack, StackOptions
 from stack.scenarios.report import Report
-from stack.waits import seconds
+from stack.waits import ConditionTimeout, holds, seconds, until_async
 
 T = TypeVar("T")
 
@@ -92,44 +92,28 @@ class Context:
         Records the check with the time it took; returns that time, or None if it did not
         hold in time (the scenario goes on, so the report shows everything that failed).
         """
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        deadline = started + seconds(within)
-        last_error = ""
-        while True:
-            try:
-                result = predicate()
-                if inspect.isawaitable(result):
-                    result = await result
-                if result:
-                    took = loop.time() - started
-                    extra = f", {detail()}" if detail else ""
-                    self.check(what, True, f"after {took:.2f} s{extra}")
-                    return took
-            except (OSError, TimeoutError, ValueError) as e:
-                last_error = f"{type(e).__name__}: {e}"
-            if loop.time() >= deadline:
-                extra = f"; {detail()}" if detail else ""
-                extra += f"; last error {last_error}" if last_error else ""
-                self.check(what, False, f"not within {seconds(within):.0f} s{extra}")
-                return None
-            await asyncio.sleep(poll)
+        started = time.monotonic()
+        try:
+            await until_async(
+                predicate, what, within, errors=(OSError, TimeoutError, ValueError), interval=poll
+            )
+        except ConditionTimeout as e:
+            extra = f"; {detail()}" if detail else ""
+            extra += f"; last error {e.last_error}" if e.last_error else ""
+            self.check(what, False, f"not within {seconds(within):.0f} s{extra}")
+            return None
+        took = time.monotonic() - started
+        extra = f", {detail()}" if detail else ""
+        self.check(what, True, f"after {took:.2f} s{extra}")
+        return took
 
     async def holds_for(
         self, predicate: Callable[[], Any], what: str, duration: float, poll: float = 0.1
     ) -> bool:
         """Check that ``predicate`` stays true for ``duration`` s (something must NOT happen)."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + duration
-        while loop.time() < end:
-            result = predicate()
-            if inspect.isawaitable(result):
-                result = await result
-            if not result:
-                return self.check(
-                    what, False, f"broke after {duration - (end - loop.time()):.2f} s"
-                )
-            await asyncio.sleep(poll)
+        broke = await holds(predicate, duration, poll)
+        if broke is not None:
+            return self.check(what, False, f"broke after {broke:.2f} s")
         return self.check(what, True, f"for {duration:.1f} s")
 
     # ---- observing the server -----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Pieces several scenarios share: the NGINX address, client accounting, tallies."""
+"""Pieces several scenarios share: client accounting, tallies, NGINX's processes."""
 
 from __future__ import annotations
 
@@ -8,26 +8,6 @@ from collections.abc import Iterable
 from stack.gateway import GatewayStack
 from stack.scenarios.base import Context
 from stack.wire.client import Fleet, Session
-
-
-class NginxUrl:
-    """The stack's ws:// URL through NGINX, refreshed on demand.
-
-    A test stack publishes NGINX on a random host port, which Docker picks anew when the
-    container restarts. Clients read :meth:`get` (no Docker call: they run in the event
-    loop); the scenario calls :meth:`refresh` after a restart.
-    """
-
-    def __init__(self, stack: GatewayStack) -> None:
-        self.stack = stack
-        self.value = stack.url
-
-    def get(self) -> str:
-        return self.value
-
-    async def refresh(self, ctx: Context) -> str:
-        self.value = await ctx.blocking(lambda: self.stack.url)
-        return self.value
 
 
 def account(ctx: Context, fleet: Fleet, *, failures_expected: bool = True) -> bool:
@@ -103,5 +83,5 @@ def nginx_workers(stack: GatewayStack) -> dict[int, str]:
 
 def nginx_master_pid_started(stack: GatewayStack) -> tuple[str, str]:
     """(container id, start time) of the NGINX container: unchanged means not restarted."""
-    attrs = stack.nginx.docker.attrs
+    attrs = stack.nginx.inspect()
     return attrs["Id"], attrs["State"]["StartedAt"]

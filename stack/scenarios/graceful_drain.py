@@ -53,7 +53,7 @@ class ReadinessWatch:
 
 async def run(ctx: Context) -> None:
     stack = ctx.stack
-    readyz = f"{await ctx.blocking(lambda: stack.server_http)}/readyz"
+    readyz = f"{stack.server_http}/readyz"
     nginx = urlsplit(stack.url)
     fleet = Fleet.of(CLIENTS, stack.url, prefix="d", interval=0.1, window=2, echo_timeout=10)
     watch = ReadinessWatch(readyz)

@@ -10,7 +10,7 @@ import time
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from stack import probes
+from stack import helper_containers
 from stack.gateway import StackOptions
 from stack.scenarios.base import Context, Scenario
 
@@ -154,7 +154,7 @@ async def run(ctx: Context) -> None:
 
     knocker = asyncio.get_running_loop().create_task(knock())
     probe = await ctx.blocking(
-        probes.python,
+        helper_containers.python,
         stack,
         stack.edge,
         PROBE,
@@ -171,7 +171,7 @@ async def run(ctx: Context) -> None:
         await knocker
         results = await ctx.blocking(probe.results)
         served = next(r for r in results if r["step"] == "served")
-        probe_ip = await ctx.blocking(probe.ip, stack.edge)
+        probe_ip = probe.ip(stack.edge)
         window = [s for t, s in host_tries if t <= served["t"]]
         ctx.check(
             "a client from another address on the same network is served (101 and echo)"
@@ -224,7 +224,7 @@ async def run(ctx: Context) -> None:
         knocking = False
         await asyncio.gather(knocker, return_exceptions=True)
         await ctx.blocking(probe.exec, ["touch", "/tmp/release"])
-        code = await ctx.blocking(probe.wait, 30)
+        code = await ctx.blocking(probe.wait_exit, 30)
         await ctx.blocking(probe.remove)
     ctx.check("the probe ended cleanly", code == 0, f"exit {code}")
 
@@ -244,7 +244,7 @@ async def run(ctx: Context) -> None:
     )
 
 
-async def _has_step(ctx: Context, probe: probes.Probe, step: str) -> bool:
+async def _has_step(ctx: Context, probe: helper_containers.Helper, step: str) -> bool:
     return any(r.get("step") == step for r in await ctx.blocking(probe.results))
 
 

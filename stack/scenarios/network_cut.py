@@ -96,7 +96,7 @@ async def run(ctx: Context) -> None:
 
         ctx.step("reconnecting the server to the backend network")
         await ctx.blocking(stack.connect_server)
-        ctx.note(f"server back at {await ctx.blocking(lambda: stack.server_ip)}")
+        ctx.note(f"server back at {stack.server_ip}")
         took = await ctx.expect(
             lambda: all(
                 c.connected and len(c.sessions) >= 2 and c.current.echoed >= 3

@@ -6,7 +6,7 @@ import time
 
 from stack.gateway import StackOptions
 from stack.scenarios.base import Context, Scenario
-from stack.scenarios.common import NginxUrl, account, codes, spread
+from stack.scenarios.common import account, codes, spread
 from stack.wire.client import Fleet
 
 CLIENTS = 50
@@ -25,18 +25,20 @@ OPTIONS = StackOptions(
 
 
 def _server_identity(ctx: Context) -> tuple[str, str, int]:
-    attrs = ctx.stack.server.docker.attrs
+    attrs = ctx.stack.server.inspect()
     return attrs["Id"], attrs["State"]["StartedAt"], attrs["RestartCount"]
 
 
 async def run(ctx: Context) -> None:
     stack = ctx.stack
-    url = NginxUrl(stack)
     server_before = await ctx.blocking(_server_identity, ctx)
     started_before = (await ctx.metrics())["ws_process_start_time_seconds"]
 
-    ctx.step(f"starting {CLIENTS} reconnecting clients through NGINX ({url.value})")
-    fleet = Fleet.of(CLIENTS, url.get, prefix="r", interval=0.1, window=2, echo_timeout=10)
+    ctx.step(f"starting {CLIENTS} reconnecting clients through NGINX ({stack.url})")
+    # Clients read the URL at each (re)connect: a restarted NGINX gets a new host port.
+    fleet = Fleet.of(
+        CLIENTS, lambda: stack.url, prefix="r", interval=0.1, window=2, echo_timeout=10
+    )
     fleet.start()
     try:
         await ctx.expect(
@@ -67,8 +69,7 @@ async def run(ctx: Context) -> None:
         ctx.note(f"first connections ended: {codes(first)}")
         await restart
         ctx.figure("NGINX restart took", time.time() - restarted_at, "s")
-        new_url = await url.refresh(ctx)
-        ctx.note(f"NGINX is back at {new_url} (Docker publishes a new host port)")
+        ctx.note(f"NGINX is back at {stack.url} (Docker publishes a new host port)")
 
         await ctx.expect(
             lambda: all(

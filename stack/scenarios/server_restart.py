@@ -7,7 +7,7 @@ import time
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from stack import probes
+from stack import helper_containers
 from stack.gateway import StackOptions
 from stack.scenarios.base import Context, Scenario
 from stack.scenarios.common import account, codes, nginx_master_pid_started, spread
@@ -56,7 +56,7 @@ async def run(ctx: Context) -> None:
         )
 
         # ---- A: docker restart (SIGTERM: the server drains; then the same container) ----
-        ip_before = await ctx.blocking(lambda: stack.server_ip)
+        ip_before = stack.server_ip
         ctx.step(f"restarting the server container (docker restart, server at {ip_before})")
         restarted_at = time.time()
         await ctx.blocking(stack.server.restart, 15)
@@ -75,7 +75,7 @@ async def run(ctx: Context) -> None:
             "all clients reconnected to the restarted server and echo",
             RESOLVER_VALID + 15,
         )
-        ip_after = await ctx.blocking(lambda: stack.server_ip)
+        ip_after = stack.server_ip
         ctx.note(f"restarted server at {ip_after}")
         back = [c.sessions[1].opened_at - restarted_at for c in fleet.clients]
         ctx.figure("restart command to clients reconnected", spread(back))
@@ -128,12 +128,12 @@ async def run(ctx: Context) -> None:
         # Docker hands a freed address to the next container: a placeholder takes the dead
         # server's one, so the new server surely gets another address and NGINX can only
         # find it by re-resolving the name (an address remembered from start-up won't do).
-        holder = await ctx.blocking(probes.placeholder, stack, stack.backend)
+        holder = await ctx.blocking(helper_containers.placeholder, stack, stack.backend)
         ctx.step("starting a new server container (new address); NGINX is left alone")
         await ctx.blocking(stack.replace_server)
         await ctx.blocking(holder.remove)
         ready_at = time.time()
-        new_ip = await ctx.blocking(lambda: stack.server_ip)
+        new_ip = stack.server_ip
         ctx.note(
             f"new server ready at {new_ip} (was {ip_after}),"
             f" {ready_at - killed_at:.1f} s after the kill"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from stack import compose_file
+from stack.docker_client import client
 
 
 @pytest.mark.parametrize("role", ["server", "nginx"])
 def test_limits_and_security_options_are_in_force(stack, role: str) -> None:
     """docker inspect shows the compose file's memory, CPU and PID limits and security options."""
     expected = compose_file.runtime_kwargs(role)
-    attrs = getattr(stack, role).docker.attrs
+    attrs = getattr(stack, role).inspect()
     host = attrs["HostConfig"]
     assert host["Memory"] == expected["mem_limit"] > 0
     assert host["NanoCpus"] == expected["nano_cpus"] > 0
@@ -26,7 +27,7 @@ def test_limits_and_security_options_are_in_force(stack, role: str) -> None:
 def test_processes_run_as_a_non_root_user(stack, role: str) -> None:
     """The image's user is a fixed non-zero UID, and the running processes are not root."""
     service = getattr(stack, role)
-    user = service.docker.attrs["Config"]["User"]
+    user = service.inspect()["Config"]["User"]
     assert user and user.split(":")[0] not in ("0", "root")
     code, output = service.exec(["sh", "-c", "id -u"])
     assert code == 0 and output.strip() != "0"
@@ -44,7 +45,7 @@ def test_root_filesystem_is_not_writable(stack, role: str) -> None:
 
 def test_server_publishes_no_port_and_sits_only_on_the_internal_network(stack) -> None:
     """The server has no published port and is attached to the internal backend network only."""
-    attrs = stack.server.docker.attrs
+    attrs = stack.server.inspect()
     assert not any(attrs["NetworkSettings"]["Ports"].values() or [None])
     assert set(attrs["NetworkSettings"]["Networks"]) == {stack.backend.name}
-    assert stack.backend._unwrap_network.attrs["Internal"] is True
+    assert client().networks.get(stack.backend.name).attrs["Internal"] is True

@@ -15,9 +15,10 @@ from contextlib import suppress
 
 import docker.errors
 import pytest
+from testcontainers.core.network import Network
 
-from stack.docker_client import client
-from stack.gateway import LABEL, SERVER_PORT
+from stack.containers import Service
+from stack.gateway import SERVER_PORT
 from stack.waits import seconds
 
 # Runs inside the probe container: argv = connect timeout (s), then host:port targets.
@@ -40,14 +41,15 @@ CONNECT_TIMEOUT = 3  # units: long enough for a reachable server, short enough t
 DEADLINE = 30  # units: for the whole probe container, DNS failures included
 
 
-def probe(image: str, network: str, targets: list[str], label: str) -> dict[str, dict]:
+def probe(stack, image: str, network: Network, targets: list[str]) -> dict[str, dict]:
     """Run the probe on ``network`` against ``targets``; return its results per target."""
-    container = client().containers.run(
+    container = Service.start(
+        "isolation-probe",
         image,
-        ["python3", "-c", PROBE, str(seconds(CONNECT_TIMEOUT)), *targets],
-        network=network,
-        labels={LABEL: label},
-        detach=True,
+        f"{stack.name}-isolation-{uuid.uuid4().hex[:6]}",
+        network,
+        labels=stack.labels,
+        command=["python3", "-c", PROBE, str(seconds(CONNECT_TIMEOUT)), *targets],
         read_only=True,
         cap_drop=["ALL"],
         security_opt=["no-new-privileges:true"],
@@ -55,22 +57,22 @@ def probe(image: str, network: str, targets: list[str], label: str) -> dict[str,
         pids_limit=32,
     )
     try:
-        status = container.wait(timeout=seconds(DEADLINE))
-        logs = container.logs().decode(errors="replace")
-        assert status["StatusCode"] == 0, f"probe failed on {network}:\n{logs}"
+        code = container.wait_exit(DEADLINE)
+        logs = container.logs()
+        assert code == 0, f"probe failed on {network.name}:\n{logs}"
         return json.loads(logs.strip().splitlines()[-1])
     finally:
-        with suppress(docker.errors.NotFound):
-            container.remove(force=True)
+        container.remove()
 
 
 @pytest.fixture
-def other_network(stack) -> Iterator[str]:
+def other_network(stack) -> Iterator[Network]:
     """A user-defined bridge network of this test's own, with nothing of the stack on it."""
-    name = f"{stack.name}-outsider-{uuid.uuid4().hex[:6]}"
-    network = client().networks.create(name, driver="bridge", labels={LABEL: stack.name})
+    network = Network(docker_network_kw={"driver": "bridge", "labels": dict(stack.labels)})
+    network.name = f"{stack.name}-outsider-{uuid.uuid4().hex[:6]}"
+    network.create()
     try:
-        yield name
+        yield network
     finally:
         with suppress(docker.errors.NotFound, docker.errors.APIError):
             network.remove()
@@ -89,20 +91,20 @@ def assert_unreachable(results: dict[str, dict]) -> None:
 def test_server_unreachable_from_another_network(stack, gateway_images, other_network) -> None:
     """A container on a network of its own can neither connect to the server's address nor
     resolve its name."""
-    results = probe(gateway_images["server"], other_network, targets(stack), stack.name)
+    results = probe(stack, gateway_images["server"], other_network, targets(stack))
     assert_unreachable(results)
     assert "gaierror" in results[f"server:{SERVER_PORT}"]["outcome"]
 
 
 def test_server_unreachable_from_the_edge_network(stack, gateway_images) -> None:
     """A container on NGINX's published (edge) network cannot reach the server either."""
-    results = probe(gateway_images["server"], stack.edge.name, targets(stack), stack.name)
+    results = probe(stack, gateway_images["server"], stack.edge, targets(stack))
     assert_unreachable(results)
     assert "gaierror" in results[f"server:{SERVER_PORT}"]["outcome"]
 
 
 def test_server_reachable_from_the_backend_network(stack, gateway_images) -> None:
     """Positive control: the same probe on the backend network connects, by address and name."""
-    results = probe(gateway_images["server"], stack.backend.name, targets(stack), stack.name)
+    results = probe(stack, gateway_images["server"], stack.backend, targets(stack))
     for target, result in results.items():
         assert result["outcome"] == "connected", f"{target}: {result}"

@@ -2,7 +2,7 @@
 condition waits with deadlines, and ``python -m server`` as a subprocess (under coverage
 when the tests run under coverage).
 
-Every timeout is a multiple of one unit, ``TEST_TIMEOUT_UNIT`` seconds (default 1.0);
+Every timeout is a multiple of one unit, ``WSGW_TIMEOUT_UNIT`` seconds (default 1.0);
 raise it on a slow machine instead of editing tests.
 """
 
@@ -23,6 +23,7 @@ import tenacity
 
 from server.app import Gateway, GatewayConnection
 from server.config import Config
+from stack.waits import seconds
 from stack.wire.frames import (  # noqa: F401 - re-exported to the tests
     OP_BINARY,
     OP_CLOSE,
@@ -35,14 +36,13 @@ from stack.wire.frames import (  # noqa: F401 - re-exported to the tests
 )
 from stack.wire.raw import RawWebSocket
 
-UNIT = float(os.environ.get("TEST_TIMEOUT_UNIT", "1.0"))
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 2**20
 
 
 def units(n: float = 1.0) -> float:
-    """``n`` timeout units, in seconds."""
-    return n * UNIT
+    """``n`` timeout units (``WSGW_TIMEOUT_UNIT``), in seconds."""
+    return seconds(n)
 
 
 def make_config(**env: str) -> Config:
