@@ -69,6 +69,7 @@ class GatewayConnection(ServerConnection):
         self.path = ""
         self.answered = False  # an HTTP response other than 101 was chosen and logged
         self.has_slot = False  # counted in ws_connections_active
+        self.lost = False  # connection_lost ran: the TCP connection is gone
         self.drop_reason: str | None = None  # why the server ended it, when not obvious
         self.opened_at = 0.0
         self.pongs = 0  # heartbeats answered
@@ -84,6 +85,7 @@ class GatewayConnection(ServerConnection):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        self.lost = True
         # Every TCP connection ends here exactly once, whatever happened before: the one
         # place where a slot can be released without ever leaking it.
         if self.has_slot:
@@ -291,6 +293,11 @@ class Gateway:
     # Admission helpers called by server.http and GatewayConnection
 
     def reserve_slot(self, connection: GatewayConnection) -> None:
+        # A client that sends its request and leaves at once can be gone before the library
+        # asks for the response (seen with uvloop): connection_lost, the only release, has
+        # run already, so a slot taken now would never come back.
+        if connection.lost:
+            return
         connection.has_slot = True
         self.metrics.connections_active += 1
 

@@ -1,0 +1,74 @@
+"""Clients that misbehave on purpose cannot leak a slot, hold shutdown or grow memory freely."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+
+import pytest
+from websockets.asyncio.client import connect
+
+from stack.wire.handshake import new_key, request
+
+from .helpers import ServerProcess, http_request, metric, units, wait_until
+
+pytestmark = pytest.mark.unit
+
+ABORTS = ("close", "reset", "shutdown")
+
+
+async def aborted_handshake(port: int, how: str) -> None:
+    """Send an upgrade request, then leave at once: close, RST, or half-close (SHUT_WR)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request("/ws", f"127.0.0.1:{port}", new_key()))
+    await writer.drain()
+    sock = writer.get_extra_info("socket")
+    if how == "reset":  # SO_LINGER 0: close() sends RST
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    elif how == "shutdown":
+        sock.shutdown(socket.SHUT_WR)
+        await reader.read()  # the server answers, then closes
+    writer.close()
+
+
+async def active_connections(server: ServerProcess) -> float:
+    _, _, body = await http_request(server.port, "/metrics")
+    return metric(body.decode(), "ws_connections_active")
+
+
+@pytest.mark.parametrize("how", ABORTS)
+async def test_aborted_handshakes_hold_no_slot(how: str):
+    """100 upgrade requests dropped right after sending leave no slot taken.
+
+    Run against ``python -m server`` (uvloop): there the library can call process_response,
+    which takes the slot, after connection_lost, which releases it. A client that connects
+    after them must be the only one counted.
+    """
+    server = await ServerProcess.start()
+    try:
+        await asyncio.gather(*(aborted_handshake(server.port, how) for _ in range(100)))
+        async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+            await ws.send("counted alone")
+            assert await ws.recv() == "counted alone"
+
+            async def only_this_one() -> bool:
+                return await active_connections(server) == 1
+
+            await wait_until(only_this_one, what=f"1 slot held after 100 ended by {how}")
+    finally:
+        await server.kill()
+
+
+async def test_aborted_handshakes_never_lock_out_later_clients():
+    """With WS_MAX_CONNECTIONS=50, 60 aborted handshakes still let the next client in."""
+    server = await ServerProcess.start(WS_MAX_CONNECTIONS="50")
+    try:
+        for _ in range(60):
+            await aborted_handshake(server.port, "close")
+        url = f"ws://127.0.0.1:{server.port}/ws"
+        async with connect(url, open_timeout=units(5)) as ws:
+            await ws.send("after the storm")
+            assert await ws.recv() == "after the storm"
+    finally:
+        await server.kill()
