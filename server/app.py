@@ -77,6 +77,7 @@ class GatewayConnection(ServerConnection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self.gateway.sockets.add(self)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
             self.peer_ip = str(peer[0])
@@ -86,6 +87,7 @@ class GatewayConnection(ServerConnection):
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self.lost = True
+        self.gateway.sockets.discard(self)
         # Every TCP connection ends here exactly once, whatever happened before: the one
         # place where a slot can be released without ever leaking it.
         if self.has_slot:
@@ -136,6 +138,9 @@ class Gateway:
         self.metrics = Metrics(max_connections=config.max_connections, worker=worker)
         self.http = HttpEndpoints(self)
         self.connections: set[GatewayConnection] = set()  # connections whose handler runs
+        # Every accepted TCP connection until it is lost, handshake or not: the library's
+        # all_connections lists only open WebSockets.
+        self.sockets: set[GatewayConnection] = set()
         self.server: Server | None = None
         self._address: tuple[Any, ...] | None = None
         self._stop_requested = asyncio.Event()
@@ -165,6 +170,7 @@ class Gateway:
             # write buffer forever, so it would never drop a peer that stopped reading.
             ping_interval=None,
             close_timeout=config.close_timeout,
+            open_timeout=config.open_timeout,
             server_header=f"websocket-gateway websockets/{websockets.__version__}",
             **extra,
         )
@@ -237,6 +243,10 @@ class Gateway:
         #    port stays open so probes and load balancers can see it.
         self.metrics.draining = True
         open_connections = [c for c in self.connections if c.protocol.state is OPEN]
+        # Sockets that have not sent a request yet would hold the drain for open_timeout.
+        for connection in list(self.sockets):
+            if connection.request is None:
+                connection.transport.abort()
         log_event(
             logger,
             logging.INFO,

@@ -27,6 +27,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
+DEFAULT_OPEN_TIMEOUT = 5.0  # seconds; the library's 10 s outlasted the default 10 s drain
 _BOOL_ALLOWED = "true, false, 1, 0, yes, no, on, off"
 _ORIGIN_RE = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s,]+")
 # What int() and float() accept beyond plain ASCII numbers ("1_000", Arabic-Indic digits,
@@ -65,6 +66,7 @@ _LIMITS: dict[str, tuple[str, float, float, str]] = {
     ),
     "workers": ("WS_WORKERS", 1, 256, "1-256"),
     "max_queue": ("WS_MAX_QUEUE", 1, 1024, "1-1024 frames"),
+    "open_timeout": ("WS_OPEN_TIMEOUT", 0.1, 3600, "seconds, 0.1-3600, below WS_SHUTDOWN_TIMEOUT"),
 }
 
 
@@ -92,6 +94,8 @@ class Config:
     # from it. With 1 MiB messages each queued frame can hold 1 MiB, so this bounds what a
     # client that stops reading costs: websockets' default 16 let ~45 of them fill 1 GiB.
     max_queue: int = 4
+    # Seconds a client has to complete the opening handshake, from TCP accept to 101.
+    open_timeout: float = DEFAULT_OPEN_TIMEOUT  # or half a lower WS_SHUTDOWN_TIMEOUT
 
     def __post_init__(self) -> None:
         if not self.host or any(c.isspace() for c in self.host):
@@ -114,6 +118,13 @@ class Config:
                 "uvloop",
                 "is not available (uvloop is not installed)",
                 "auto, asyncio",
+            )
+        if self.open_timeout >= self.shutdown_timeout:
+            raise ConfigError(
+                "WS_OPEN_TIMEOUT",
+                str(self.open_timeout),
+                f"is not below WS_SHUTDOWN_TIMEOUT ({self.shutdown_timeout})",
+                "seconds below WS_SHUTDOWN_TIMEOUT, so a handshake cannot outlast the drain",
             )
         if self.workers > 1 and self.port == 0:
             raise ConfigError(
@@ -150,6 +161,10 @@ class Config:
         read("event_loop", "WS_EVENT_LOOP", _choice(EVENT_LOOPS, str.lower))
         read("workers", "WS_WORKERS", _parse_int)
         read("max_queue", "WS_MAX_QUEUE", _parse_int)
+        read("open_timeout", "WS_OPEN_TIMEOUT", _parse_float)
+        if "open_timeout" not in values and "shutdown_timeout" in values:
+            # A short drain budget brings the default handshake time down with it.
+            values["open_timeout"] = min(DEFAULT_OPEN_TIMEOUT, values["shutdown_timeout"] / 2)
         return cls(**values)
 
     def replace(self, **changes: Any) -> Config:

@@ -87,6 +87,17 @@ def test_empty_values_mean_default():
     assert Config.from_env({"WS_PORT": "", "WS_ALLOWED_ORIGINS": " ", "LOG_LEVEL": ""}) == Config()
 
 
+def test_open_timeout_stays_below_the_drain_budget():
+    """WS_OPEN_TIMEOUT defaults to 5 s, or half a shorter WS_SHUTDOWN_TIMEOUT; never above it."""
+    assert Config.from_env({}).open_timeout == 5.0
+    assert Config.from_env({"WS_SHUTDOWN_TIMEOUT": "4"}).open_timeout == 2.0
+    assert Config.from_env({"WS_OPEN_TIMEOUT": "1.5"}).open_timeout == 1.5
+    with pytest.raises(
+        ConfigError, match="WS_OPEN_TIMEOUT='12.0' is not below WS_SHUTDOWN_TIMEOUT"
+    ):
+        Config.from_env({"WS_OPEN_TIMEOUT": "12"})
+
+
 def test_star_origin_means_any():
     """WS_ALLOWED_ORIGINS=* is the same as unset: any origin."""
     assert Config.from_env({"WS_ALLOWED_ORIGINS": "*"}).allowed_origins == ()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import struct
 
@@ -72,3 +73,20 @@ async def test_aborted_handshakes_never_lock_out_later_clients():
             assert await ws.recv() == "after the storm"
     finally:
         await server.kill()
+
+
+async def test_half_finished_handshakes_do_not_hold_shutdown():
+    """An idle TCP socket that never sends its request does not delay SIGTERM's exit."""
+    server = await ServerProcess.start()
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        server.signal(signal.SIGTERM)
+        assert await server.wait(units(10)) == 0
+        elapsed = loop.time() - started
+        writer.close()
+    finally:
+        await server.kill()
+    assert not server.events("shutdown_incomplete")
+    assert elapsed < units(2), f"SIGTERM took {elapsed:.1f} s with one idle socket"
