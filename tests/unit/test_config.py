@@ -93,7 +93,7 @@ def test_open_timeout_stays_below_the_drain_budget():
     assert Config.from_env({"WS_SHUTDOWN_TIMEOUT": "4"}).open_timeout == 2.0
     assert Config.from_env({"WS_OPEN_TIMEOUT": "1.5"}).open_timeout == 1.5
     with pytest.raises(
-        ConfigError, match="WS_OPEN_TIMEOUT='12.0' is not below WS_SHUTDOWN_TIMEOUT"
+        ConfigError, match=r"WS_OPEN_TIMEOUT='12\.0' is not below WS_SHUTDOWN_TIMEOUT"
     ):
         Config.from_env({"WS_OPEN_TIMEOUT": "12"})
 
