@@ -17,7 +17,6 @@ from __future__ import annotations
 import array
 import math
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from testcontainers.core.config import testcontainers_config
 
-from stack import compose_file, images
+from stack import compose_file, images, prometheus
 from stack.bench import baseline, probes, report
 from stack.bench.loadgen import ClientPool, Target, raise_fd_limit, split
 from stack.docker_client import client
@@ -55,11 +54,7 @@ PHASES = ("throughput", "latency", "memory", "capacity")
 
 def replica_connections(ip: str) -> float:
     """``ws_connections_total`` of the server replica at ``ip`` (its own /metrics)."""
-    with urllib.request.urlopen(f"http://{ip}:{SERVER_PORT}/metrics", timeout=2) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith("ws_connections_total "):
-                return float(line.split()[1])
-    return 0.0
+    return prometheus.fetch(f"http://{ip}:{SERVER_PORT}/metrics").value("ws_connections_total")
 
 
 @dataclass

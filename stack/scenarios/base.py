@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import re
 import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from stack import prometheus
 from stack.gateway import GatewayStack, StackOptions
 from stack.scenarios.report import Report
 from stack.waits import seconds
 
 T = TypeVar("T")
-
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 @dataclass(frozen=True)
@@ -181,19 +178,7 @@ def _metrics_text(stack: GatewayStack, inside: bool = False) -> str:
 
 def parse_metrics(text: str) -> dict[str, float]:
     """Prometheus text format -> {"name" or "name{k=v,...}" (labels sorted): value}."""
-    samples: dict[str, float] = {}
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if not match or line.startswith("#"):
-            continue
-        name, labels, value = match.groups()
-        key = name
-        if labels:
-            pairs = sorted(_LABEL.findall(labels))
-            if pairs:
-                key = name + "{" + ",".join(f"{k}={v}" for k, v in pairs) + "}"
-        samples[key] = float(value)
-    return samples
+    return prometheus.parse(text).flat()
 
 
 async def execute(scenario: Scenario, stacks: dict[str, GatewayStack], report: Report) -> Report:
