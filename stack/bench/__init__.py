@@ -5,7 +5,9 @@
     python -m stack bench --only nginx,baseline             # runs whose name/setup/via match
 
 Parts: leanclient (a lean client), loadgen (client processes), baseline (the bare websockets
-echo), probes (container CPU and memory), runner (phases), report (JSON, Markdown, SVG).
+echo), usage (container CPU and memory), settings (the command line, typed), setups (what
+is compared), stacks (the bench's own stacks), one module per phase (throughput, latency,
+memory, capacity), runner (runs the phases in order), report (JSON, Markdown, SVG).
 Reports go to reports/bench/ (git-ignored).
 """
 

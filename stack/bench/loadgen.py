@@ -421,6 +421,16 @@ class ClientPool:
             pipe.close()
 
 
+def error_counts(*answers: list[dict[str, Any]]) -> dict[str, int]:
+    """The ``errors`` of client processes' answers (one or more ``call``s), summed by kind."""
+    errors: dict[str, int] = {}
+    for answer in answers:
+        for r in answer:
+            for kind, n in r["errors"].items():
+                errors[kind] = errors.get(kind, 0) + n
+    return errors
+
+
 def pid_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process, from /proc/<pid>/stat."""
     with open(f"/proc/{pid}/stat") as f:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import array
 import json
 import math
 from pathlib import Path
@@ -15,15 +16,19 @@ from rich.table import Table
 CURVE_POINTS = (0, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 100)
 
 
+def percentile(sorted_values: list[float] | array.array, q: float) -> float:
+    """The q-th percentile (0..100) of sorted values, nearest rank."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
 def curve(ordered: list[float]) -> list[tuple[float, float]]:
     """(percentile, milliseconds) points of a sorted sample, for the plot."""
     if not ordered:
         return []
-    out = []
-    for q in CURVE_POINTS:
-        rank = min(len(ordered), max(1, math.ceil(q / 100 * len(ordered))))
-        out.append((q, ordered[rank - 1] * 1e3))
-    return out
+    return [(q, percentile(ordered, q) * 1e3) for q in CURVE_POINTS]
 
 
 def _row(results: dict, via: str, name_part: str = "") -> dict | None:

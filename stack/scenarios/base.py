@@ -9,21 +9,18 @@ definition; only the stacks come from different places (the ``make_stack`` fixtu
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from stack import prometheus
 from stack.gateway import GatewayStack, StackOptions
 from stack.scenarios.report import Report
 from stack.waits import ConditionTimeout, holds, seconds, until_async
 
 T = TypeVar("T")
-
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 @dataclass(frozen=True)
@@ -165,19 +162,7 @@ def _metrics_text(stack: GatewayStack, inside: bool = False) -> str:
 
 def parse_metrics(text: str) -> dict[str, float]:
     """Prometheus text format -> {"name" or "name{k=v,...}" (labels sorted): value}."""
-    samples: dict[str, float] = {}
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if not match or line.startswith("#"):
-            continue
-        name, labels, value = match.groups()
-        key = name
-        if labels:
-            pairs = sorted(_LABEL.findall(labels))
-            if pairs:
-                key = name + "{" + ",".join(f"{k}={v}" for k, v in pairs) + "}"
-        samples[key] = float(value)
-    return samples
+    return prometheus.parse(text).flat()
 
 
 async def execute(scenario: Scenario, stacks: dict[str, GatewayStack], report: Report) -> Report:

@@ -6,6 +6,8 @@ import json
 import urllib.error
 import urllib.request
 
+from stack import prometheus
+
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, headers=headers or {})
@@ -37,8 +39,9 @@ def test_server_metrics_are_prometheus_text(stack) -> None:
     status, headers, body = get(f"{stack.server_http}/metrics")
     assert status == 200
     assert headers["Content-Type"].startswith("text/plain")
-    text = body.decode()
-    assert "# TYPE" in text and "# HELP" in text
+    samples = prometheus.parse(body.decode())
+    assert samples.types and all(samples.help.values())
+    assert "unknown" not in samples.types.values()
 
 
 def test_plain_http_request_to_ws_gets_426_through_nginx_and_direct(stack) -> None:

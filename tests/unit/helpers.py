@@ -23,6 +23,7 @@ import tenacity
 
 from server.app import Gateway, GatewayConnection
 from server.config import Config
+from stack import prometheus
 from stack.waits import seconds
 from stack.wire.frames import (  # noqa: F401 - re-exported to the tests
     OP_BINARY,
@@ -137,16 +138,7 @@ async def get_json(port: int, path: str) -> tuple[int, Any]:
 
 def metric(text: str, name: str, **labels: str) -> float:
     """The value of sample ``name{labels}`` in a Prometheus exposition (0 if absent)."""
-    wanted = name + (
-        "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
-    )
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        sample, _, value = line.rpartition(" ")
-        if sample == wanted:
-            return float(value)
-    return 0.0
+    return prometheus.parse(text).value(name, **labels)
 
 
 # Raw WebSocket client, for what a well-behaved client library refuses to do

@@ -10,6 +10,7 @@ import pytest
 
 from server.logs import JsonFormatter, TextFormatter, configure_logging, log_event, preview
 from server.metrics import SIZE_BUCKETS, Metrics
+from stack import prometheus
 
 pytestmark = pytest.mark.unit
 
@@ -143,29 +144,28 @@ def test_metrics_render_is_valid_exposition():
     m.count_rejection("origin")
     m.count_http("/healthz", 200)
     text = m.render()
-    lines = text.splitlines()
     assert text.endswith("\n")
-    families = [x.split()[2] for x in lines if x.startswith("# TYPE")]
-    assert len(families) == len(set(families))
-    assert sum(1 for x in lines if x.startswith("# HELP")) == len(families)
-    assert 'ws_closes_total{code="1000"} 2' in lines
-    assert 'ws_errors_total{kind="protocol_error"} 1' in lines
-    assert 'ws_connections_rejected_total{reason="origin"} 1' in lines
-    assert 'ws_http_responses_total{path="/healthz",code="200"} 1' in lines
-    assert "ws_connections_max 5" in lines
-    assert any(x.startswith('ws_process_info{pid="') and 'worker="2"' in x for x in lines)
-    buckets = [
-        float(x.rsplit(" ", 1)[1]) for x in lines if x.startswith("ws_message_size_bytes_bucket")
-    ]
+    samples = prometheus.parse(text)  # raises on a family split in two
+    # ... and one family per TYPE line (the parser merges a TYPE line repeated at once).
+    assert len(samples.types) == sum(x.startswith("# TYPE ") for x in text.splitlines())
+    assert all(samples.help.values()) and "unknown" not in samples.types.values()
+    assert samples.value("ws_closes_total", code="1000") == 2
+    assert samples.value("ws_errors_total", kind="protocol_error") == 1
+    assert samples.value("ws_connections_rejected_total", reason="origin") == 1
+    assert samples.value("ws_http_responses_total", path="/healthz", code="200") == 1
+    assert samples.value("ws_connections_max") == 5
+    [(info, _)] = samples.labelled("ws_process_info")
+    assert info["pid"] and info["worker"] == "2"
+    buckets = [v for _, v in samples.labelled("ws_message_size_bytes_bucket")]
     assert len(buckets) == len(SIZE_BUCKETS) + 1
     assert buckets == sorted(buckets) and buckets[0] == 1 and buckets[-1] == 6
-    assert 'ws_message_size_bytes_bucket{le="64"} 3' in lines
-    assert "ws_message_size_bytes_count 6" in lines
-    assert f"ws_message_size_bytes_sum {0 + 10 + 64 + 65 + 2**20 + 2**27}" in lines
+    assert samples.value("ws_message_size_bytes_bucket", le="64") == 3
+    assert samples.value("ws_message_size_bytes_count") == 6
+    assert samples.value("ws_message_size_bytes_sum") == 0 + 10 + 64 + 65 + 2**20 + 2**27
 
 
 def test_metric_label_values_are_escaped():
     """Label values with quotes, backslashes or newlines cannot break the exposition."""
     m = Metrics()
     m.count_error('we"ird\\kind\n')
-    assert 'ws_errors_total{kind="we\\"ird\\\\kind\\n"} 1' in m.render().splitlines()
+    assert prometheus.parse(m.render()).value("ws_errors_total", kind='we"ird\\kind\n') == 1

@@ -9,17 +9,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 from websockets.sync.client import connect
+
+from stack import prometheus
 
 from .helpers import kill_workers, worker_pids
 
@@ -47,8 +47,8 @@ def wait_for_both_workers(port: int, deadline: float) -> None:
     while len(seen) < 2:
         assert time.monotonic() < deadline, f"only workers {seen} answered"
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-                seen |= set(re.findall(r'worker="(\d+)"', r.read().decode()))
+            samples = prometheus.fetch(f"http://127.0.0.1:{port}/metrics", timeout=5)
+            seen |= {labels["worker"] for labels, _ in samples.labelled("ws_process_info")}
         except OSError:
             time.sleep(0.1)
 

@@ -1,4 +1,4 @@
-"""What the bench reads about containers and the machine: CPU time, memory, descriptions.
+"""Resource usage the bench reads (containers' CPU and memory, the host's CPU) and the machine.
 
 CPU and memory come from the container's cgroup files when the host exposes them (cgroup
 v1 ``cpuacct``/``memory`` under ``docker/<id>``, or v2 ``system.slice/docker-<id>.scope``):
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import time
 from contextlib import suppress
 from pathlib import Path
 
@@ -150,6 +151,19 @@ class CpuMeter:
             for name, cid in self.containers.items()
         }
         return self.result
+
+    def follow(self, window: tuple[float, float]) -> None:
+        """Begin at ``window[0]``, end at ``window[1]`` (wall-clock times); call it often."""
+        now = time.time()
+        if not self.start and now >= window[0]:
+            self.begin(time.monotonic())
+        if self.start and not self.result and now >= window[1]:
+            self.end(time.monotonic())
+
+    def finish(self) -> None:
+        """End now if the window's end was not seen (the load returned before the last tick)."""
+        if self.start and not self.result:
+            self.end(time.monotonic())
 
 
 def _first_line(command: list[str]) -> str:

@@ -1,0 +1,165 @@
+"""The bench's own stacks: one per setup, with its replicas, limits, baselines and targets.
+
+Addresses: "direct" is the server's address on the stack's backend network, "nginx" is
+NGINX's address on the edge network (port 8080, Host: localhost). Both are networks of
+this stack only; the published 127.0.0.1 port is not used because Docker relays it through
+a userland proxy on this engine, which would add its own CPU cost to every NGINX figure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rich.progress import Progress
+
+from stack import compose_file, images, prometheus
+from stack.bench import baseline
+from stack.bench.loadgen import Target
+from stack.bench.settings import Settings
+from stack.bench.setups import NGINX_BENCH_ENV, SERVER_BENCH_ENV, Setup
+from stack.docker_client import client
+from stack.gateway import LABEL, NGINX_PORT, SERVER_PORT, GatewayStack, StackOptions
+from stack.waits import http_ok, until
+
+
+@dataclass(frozen=True)
+class Session:
+    """What every phase is given: the settings, the progress display, its stacks' prefix."""
+
+    settings: Settings
+    progress: Progress
+    prefix: str  # stack names are <prefix>-<setup key>
+
+    def stack(self, setup: Setup) -> GatewayStack:
+        """Start ``setup``'s stack (CPU limit and replicas included); the caller takes it down."""
+        name = f"{self.prefix}-{setup.key}"
+        options = StackOptions(
+            server_env={
+                **SERVER_BENCH_ENV,
+                **setup.server_env,
+                **self.settings.server_env_pairs,
+            },
+            nginx_env={**NGINX_BENCH_ENV, **setup.nginx_env, **self.settings.nginx_env_pairs},
+        )
+        task = self.progress.add_task(f"start stack {name}", total=None, info="")
+        stack = GatewayStack.up(name, options)
+        try:
+            if setup.server_cpus:
+                set_cpus(stack.server.docker.id, setup.server_cpus)
+            for n in range(2, setup.replicas + 1):
+                add_replica(stack, n)
+        except BaseException:
+            stack.down()
+            raise
+        self.progress.update(task, total=1, completed=1, info="up")
+        return stack
+
+
+def replica_connections(ip: str) -> float:
+    """``ws_connections_total`` of the server replica at ``ip`` (its own /metrics)."""
+    return prometheus.fetch(f"http://{ip}:{SERVER_PORT}/metrics").value("ws_connections_total")
+
+
+def start_replica(stack: GatewayStack, n: int) -> str:
+    """Start server container ``n`` under the network alias "server"; return its address."""
+    env = {**compose_file.environment("server"), **stack.options.server_env}
+    kwargs = compose_file.runtime_kwargs("server")
+    container = client().containers.create(
+        images.ensure(images.SERVER),
+        name=f"{stack.name}-server-{n}",
+        environment=env,
+        labels=dict(stack.labels),
+        network=stack.backend.name,
+        networking_config={
+            stack.backend.name: client().api.create_endpoint_config(aliases=["server"])
+        },
+        **kwargs,
+    )
+    container.start()
+    container.reload()
+    return container.attrs["NetworkSettings"]["Networks"][stack.backend.name]["IPAddress"]
+
+
+def add_replica(stack: GatewayStack, n: int) -> None:
+    """Another server container behind NGINX (compose --scale), once NGINX routes to it."""
+    ip = start_replica(stack, n)
+    http_ok(f"http://{ip}:{SERVER_PORT}/readyz", f"replica {n} ready")
+
+    # NGINX re-resolves "server" every RESOLVER_VALID (5 s): handshake through it until
+    # the new replica has taken one.
+    def routed() -> bool:
+        GatewayStack.echo_once(stack.url)
+        return replica_connections(ip) > 0
+
+    until(routed, f"NGINX routes to replica {n}", 30, errors=(Exception,))
+
+
+def start_baseline(stack: GatewayStack, loop: str) -> Any:
+    """The bare echo on ``loop`` beside ``stack``'s server, once it echoes (docker-py container)."""
+    container = baseline.start(stack, loop)
+    ip = baseline.address(container, stack.backend.name)
+    until(
+        lambda: GatewayStack.echo_once(f"ws://{ip}:{baseline.PORT}/"),
+        f"baseline {loop} echoes",
+        30,
+        errors=(OSError, TimeoutError, Exception),
+    )
+    return container
+
+
+def server_ids(stack: GatewayStack) -> list[str]:
+    """Every server container of the stack (replicas included)."""
+    return [
+        c.id
+        for c in client().containers.list(filters={"label": f"{LABEL}={stack.name}"})
+        if c.name.startswith(f"{stack.name}-server")
+    ]
+
+
+def target(
+    stack: GatewayStack, via: str, baselines: dict[str, Any]
+) -> tuple[list[Target], dict[str, str]]:
+    """Where the load goes, and which containers' CPU to report."""
+    if via.startswith("baseline-"):
+        container = baselines[via]
+        ip = baseline.address(container, stack.backend.name)
+        return [Target(ip, baseline.PORT)], {"server": container.id}
+    servers = server_ids(stack)
+    cpu = {f"server{i + 1 if len(servers) > 1 else ''}": cid for i, cid in enumerate(servers)}
+    if via == "direct":
+        return [Target(stack.server_ip, SERVER_PORT)], cpu
+    cpu["nginx"] = stack.nginx.docker.id
+    return [Target(stack.nginx.ip(stack.edge), NGINX_PORT)], cpu
+
+
+def limits_text() -> str:
+    """The compose file's CPU, memory and descriptor limits of both containers, in words."""
+    server = compose_file.runtime_kwargs("server")
+    nginx = compose_file.runtime_kwargs("nginx")
+
+    def one(kw: dict) -> str:
+        nofile = next((u["Soft"] for u in kw["ulimits"] if u["Name"] == "nofile"), "?")
+        cpus, mib = kw["nano_cpus"] / 1e9, kw["mem_limit"] / 2**20
+        return f"{cpus:.1f} CPU, {mib:.0f} MiB, nofile {nofile}"
+
+    return f"server {one(server)}; NGINX {one(nginx)}"
+
+
+def set_cpus(container_id: str, cpus: float) -> None:
+    """Change a running container's CPU limit (docker update --cpus).
+
+    A private docker-py call, on purpose: ``APIClient.update_container`` (docker-py 7.2.0,
+    checked) has no ``NanoCpus``, and its ``cpu_quota``/``cpu_period`` are refused by the
+    engine for a container created with ``nano_cpus`` (as compose limits are).
+    """
+    api = client().api
+    response = api._post_json(
+        api._url("/containers/{0}/update", container_id), data={"NanoCpus": int(cpus * 1e9)}
+    )
+    api._raise_for_status(response)
+
+
+def set_memory(container_id: str, limit: int) -> None:
+    """Change a running container's memory limit (docker update --memory, no swap)."""
+    client().api.update_container(container_id, mem_limit=limit, memswap_limit=limit)
