@@ -78,6 +78,31 @@ class GatewayConnection(ServerConnection):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.gateway.sockets.add(self)
+        # Reading stops while the receive queue is full (the library's own backpressure)
+        # or the write buffer is: the library answers pings and close frames by writing
+        # from data_received, so a peer that floods pings and never reads would otherwise
+        # grow the write buffer without bound.
+        self.reading_held: set[str] = set()
+        self.recv_messages.pause = functools.partial(self.hold_reading, "queue")
+        self.recv_messages.resume = functools.partial(self.release_reading, "queue")
+
+    def hold_reading(self, why: str) -> None:
+        if not self.reading_held:
+            self.transport.pause_reading()  # type: ignore[attr-defined]
+        self.reading_held.add(why)
+
+    def release_reading(self, why: str) -> None:
+        self.reading_held.discard(why)
+        if not self.reading_held and not self.transport.is_closing():
+            self.transport.resume_reading()  # type: ignore[attr-defined]
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.hold_reading("writes")
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.release_reading("writes")
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
             self.peer_ip = str(peer[0])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 
 import pytest
 from websockets.asyncio.client import connect
@@ -14,8 +16,11 @@ from server.config import Config
 from .conftest import LogEvents
 from .helpers import (
     FRAME_PAYLOAD,
+    OP_PING,
+    ZERO_KEY,
     Flood,
     RawClient,
+    encode,
     running_gateway,
     server_connection,
     units,
@@ -206,3 +211,43 @@ async def test_receive_queue_is_bounded_by_ws_max_queue():
         assert await ws.recv() == "hi"
         connection = await wait_until(lambda: gw.connections and server_connection(gw))
         assert connection.recv_messages.high == 2
+
+
+async def test_ping_flood_from_a_peer_that_never_reads_stops_reading():
+    """Pongs obey backpressure: a ping flood that never reads the pongs pauses reading."""
+    async with running_gateway(WS_PING_INTERVAL="0") as gw:
+        raw = await RawClient.connect(gw.port)
+        try:
+            connection = await wait_until(lambda: gw.connections and server_connection(gw))
+            # A small send buffer makes the write buffer fill within a few hundred pongs.
+            sock = connection.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            ping = encode(OP_PING, b"p" * 125, mask_key=ZERO_KEY)
+
+            async def flood() -> None:
+                with contextlib.suppress(ConnectionError):
+                    for _ in range(20_000):  # 2.6 MB of pongs if every ping were answered
+                        raw.writer.write(ping)
+                        await raw.writer.drain()
+
+            pump = asyncio.get_running_loop().create_task(flood())
+
+            def throttled() -> bool:
+                return connection.paused and not connection.transport.is_reading()
+
+            await wait_until(throttled, units(10), "server to stop reading from the ping flood")
+            await wait_until(
+                lambda: pump.done() or raw.writer.transport.get_write_buffer_size() > 0,
+                units(5),
+                "backpressure to reach the client",
+            )
+            # Every ping is sent, or the client is held back; either way the server's
+            # write buffer is the write limit plus the pongs of one read at most, not the
+            # 2.6 MB that answering every ping would take.
+            assert connection.transport.get_write_buffer_size() <= WRITE_LIMIT + 256 * 1024
+            assert throttled()
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+        finally:
+            raw.abort()
