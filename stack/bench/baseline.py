@@ -13,8 +13,10 @@ from contextlib import suppress
 
 import docker.errors
 
-from stack import compose_file
+from stack import compose_file, images
+from stack.containers import Service
 from stack.docker_client import client
+from stack.gateway import GatewayStack
 
 PORT = 3000
 
@@ -39,32 +41,21 @@ else:
 """
 
 
-def start(stack, loop: str = "asyncio"):
-    """Start the baseline next to ``stack``'s server; return the docker-py container.
+def start(stack: GatewayStack, loop: str = "asyncio") -> Service:
+    """Start the baseline next to ``stack``'s server, with the server's compose limits.
 
     It carries the stack's label, so ``stack.down()`` removes it with the rest.
     """
-    from stack import images
-
-    image = images.ensure(images.SERVER)
-    kwargs = compose_file.runtime_kwargs("server")
     name = f"{stack.name}-baseline-{loop}"
-    with suppress(docker.errors.NotFound):
+    with suppress(docker.errors.NotFound):  # left by an interrupted run of the same stack
         client().containers.get(name).remove(force=True)
-    container = client().containers.run(
-        image,
-        ["python3", "-c", SOURCE],
-        name=name,
-        detach=True,
-        environment={"BASELINE_LOOP": loop, "PYTHONUNBUFFERED": "1"},
-        labels=dict(stack.labels),
-        network=stack.backend.name,
-        **kwargs,
+    return Service.start(
+        "baseline",
+        images.ensure(images.SERVER),
+        name,
+        stack.backend,
+        env={"BASELINE_LOOP": loop, "PYTHONUNBUFFERED": "1"},
+        labels=stack.labels,
+        command=["python3", "-c", SOURCE],
+        **compose_file.runtime_kwargs("server"),
     )
-    container.reload()
-    return container
-
-
-def address(container, network_name: str) -> str:
-    container.reload()
-    return container.attrs["NetworkSettings"]["Networks"][network_name]["IPAddress"]

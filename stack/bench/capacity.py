@@ -90,7 +90,7 @@ def run(session: Session) -> dict[str, Any]:
     }
     try:
         containers = Containers(
-            {"server": stacks.server_ids(stack), "nginx": [stack.nginx.docker.id]}
+            {"server": stacks.server_ids(stack), "nginx": [stack.nginx.id]}
         )
         limits = {role: compose_file.memory_limit(role) for role in ("server", "nginx")}
         result["compose_memory_limits"] = dict(limits)

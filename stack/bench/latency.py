@@ -12,11 +12,12 @@ from stack.bench.loadgen import ClientPool, split
 from stack.bench.report import percentile
 from stack.bench.setups import Run, Setup
 from stack.bench.stacks import Session
+from stack.containers import Service
 from stack.gateway import GatewayStack
 
 
 def measure(
-    session: Session, stack: GatewayStack, setup: Setup, run: Run, baselines: dict[str, Any]
+    session: Session, stack: GatewayStack, setup: Setup, run: Run, baselines: dict[str, Service]
 ) -> dict[str, Any]:
     """One round of ``run`` on ``stack``: its row of the latency table."""
     s, progress = session.settings, session.progress

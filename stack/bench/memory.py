@@ -20,10 +20,10 @@ def run(session: Session) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     try:
         container = start_baseline(stack, "asyncio")
-        ip = baseline.address(container, stack.backend.name)
+        ip = container.ip(stack.backend)
         for name, target, cid in (
             ("bare websockets echo (asyncio)", (ip, baseline.PORT), container.id),
-            ("gateway direct", (stack.server_ip, SERVER_PORT), stack.server.docker.id),
+            ("gateway direct", (stack.server_ip, SERVER_PORT), stack.server.id),
         ):
             task = progress.add_task(f"memory: {count:,} idle to {name}", total=count, info="")
             with ClientPool(s.clients) as pool:

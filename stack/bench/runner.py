@@ -37,6 +37,7 @@ from stack.bench.setups import (
     Setup,
 )
 from stack.bench.stacks import Session
+from stack.containers import Service
 from stack.gateway import GatewayStack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,7 +106,7 @@ class Bench:
         """Throughput, then latency, of ``setup``'s runs on one stack (baselines beside it)."""
         stack = session.stack(setup)
         try:
-            baselines: dict[str, Any] = {}
+            baselines: dict[str, Service] = {}
             for run in runs_t + runs_l:
                 if run.via.startswith("baseline-") and run.via not in baselines:
                     baselines[run.via] = stacks.start_baseline(stack, run.via.split("-", 1)[1])

@@ -9,7 +9,6 @@ a userland proxy on this engine, which would add its own CPU cost to every NGINX
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from rich.progress import Progress
 
@@ -18,6 +17,7 @@ from stack.bench import baseline
 from stack.bench.loadgen import Target
 from stack.bench.settings import Settings
 from stack.bench.setups import NGINX_BENCH_ENV, SERVER_BENCH_ENV, Setup
+from stack.containers import Service
 from stack.docker_client import client
 from stack.gateway import LABEL, NGINX_PORT, SERVER_PORT, GatewayStack, StackOptions
 from stack.waits import http_ok, until
@@ -46,7 +46,7 @@ class Session:
         stack = GatewayStack.up(name, options)
         try:
             if setup.server_cpus:
-                set_cpus(stack.server.docker.id, setup.server_cpus)
+                set_cpus(stack.server.id, setup.server_cpus)
             for n in range(2, setup.replicas + 1):
                 add_replica(stack, n)
         except BaseException:
@@ -63,22 +63,17 @@ def replica_connections(ip: str) -> float:
 
 def start_replica(stack: GatewayStack, n: int) -> str:
     """Start server container ``n`` under the network alias "server"; return its address."""
-    env = {**compose_file.environment("server"), **stack.options.server_env}
-    kwargs = compose_file.runtime_kwargs("server")
-    container = client().containers.create(
+    replica = Service.start(
+        "server",
         images.ensure(images.SERVER),
-        name=f"{stack.name}-server-{n}",
-        environment=env,
-        labels=dict(stack.labels),
-        network=stack.backend.name,
-        networking_config={
-            stack.backend.name: client().api.create_endpoint_config(aliases=["server"])
-        },
-        **kwargs,
+        f"{stack.name}-server-{n}",
+        stack.backend,
+        ["server"],
+        {**compose_file.environment("server"), **stack.options.server_env},
+        stack.labels,
+        **compose_file.runtime_kwargs("server"),
     )
-    container.start()
-    container.reload()
-    return container.attrs["NetworkSettings"]["Networks"][stack.backend.name]["IPAddress"]
+    return replica.ip(stack.backend)
 
 
 def add_replica(stack: GatewayStack, n: int) -> None:
@@ -95,10 +90,10 @@ def add_replica(stack: GatewayStack, n: int) -> None:
     until(routed, f"NGINX routes to replica {n}", 30, errors=(Exception,))
 
 
-def start_baseline(stack: GatewayStack, loop: str) -> Any:
-    """The bare echo on ``loop`` beside ``stack``'s server, once it echoes (docker-py container)."""
+def start_baseline(stack: GatewayStack, loop: str) -> Service:
+    """The bare echo on ``loop`` beside ``stack``'s server, once it echoes."""
     container = baseline.start(stack, loop)
-    ip = baseline.address(container, stack.backend.name)
+    ip = container.ip(stack.backend)
     until(
         lambda: GatewayStack.echo_once(f"ws://{ip}:{baseline.PORT}/"),
         f"baseline {loop} echoes",
@@ -118,18 +113,17 @@ def server_ids(stack: GatewayStack) -> list[str]:
 
 
 def target(
-    stack: GatewayStack, via: str, baselines: dict[str, Any]
+    stack: GatewayStack, via: str, baselines: dict[str, Service]
 ) -> tuple[list[Target], dict[str, str]]:
     """Where the load goes, and which containers' CPU to report."""
     if via.startswith("baseline-"):
         container = baselines[via]
-        ip = baseline.address(container, stack.backend.name)
-        return [Target(ip, baseline.PORT)], {"server": container.id}
+        return [Target(container.ip(stack.backend), baseline.PORT)], {"server": container.id}
     servers = server_ids(stack)
     cpu = {f"server{i + 1 if len(servers) > 1 else ''}": cid for i, cid in enumerate(servers)}
     if via == "direct":
         return [Target(stack.server_ip, SERVER_PORT)], cpu
-    cpu["nginx"] = stack.nginx.docker.id
+    cpu["nginx"] = stack.nginx.id
     return [Target(stack.nginx.ip(stack.edge), NGINX_PORT)], cpu
 
 

@@ -9,11 +9,12 @@ from stack.bench import stacks, usage
 from stack.bench.loadgen import ClientPool, Target, error_counts, split
 from stack.bench.setups import Run, Setup
 from stack.bench.stacks import Session
+from stack.containers import Service
 from stack.gateway import GatewayStack
 
 
 def measure(
-    session: Session, stack: GatewayStack, setup: Setup, run: Run, baselines: dict[str, Any]
+    session: Session, stack: GatewayStack, setup: Setup, run: Run, baselines: dict[str, Service]
 ) -> dict[str, Any]:
     """One round of ``run`` on ``stack``: its row of the throughput table."""
     targets, containers = stacks.target(stack, run.via, baselines)
