@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 SHUTDOWN_REASON = "server shutting down"
 RATE_LIMIT_REASON = "message rate limit exceeded"
 HEARTBEAT_REASON = "keepalive ping timeout"
+MEMORY_REASON = "server memory budget exceeded"
+MEMORY_CHECK_INTERVAL = 0.05  # seconds between sums of what stalled connections hold
+SHED_TO = 0.75  # over budget, close the largest holders until this share of it is left
 # Close codes of an orderly end: logged at INFO and not counted as errors.
 NORMAL_CLOSE_CODES = frozenset({CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, 1005})
 # Error kind (ws_errors_total{kind}) of a close the server or the network caused.
@@ -78,6 +81,11 @@ class GatewayConnection(ServerConnection):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.gateway.sockets.add(self)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and peer:
+            self.peer_ip = str(peer[0])
+            self.client = self.peer_ip
+            self.peer = f"[{peer[0]}]:{peer[1]}" if ":" in self.peer_ip else f"{peer[0]}:{peer[1]}"
         # Reading stops while the receive queue is full (the library's own backpressure)
         # or the write buffer is: the library answers pings and close frames by writing
         # from data_received, so a peer that floods pings and never reads would otherwise
@@ -89,12 +97,25 @@ class GatewayConnection(ServerConnection):
     def hold_reading(self, why: str) -> None:
         if not self.reading_held:
             self.transport.pause_reading()  # type: ignore[attr-defined]
+            self.gateway.holding.add(self)
         self.reading_held.add(why)
 
     def release_reading(self, why: str) -> None:
         self.reading_held.discard(why)
-        if not self.reading_held and not self.transport.is_closing():
-            self.transport.resume_reading()  # type: ignore[attr-defined]
+        if not self.reading_held:
+            self.gateway.holding.discard(self)
+            if not self.transport.is_closing():
+                self.transport.resume_reading()  # type: ignore[attr-defined]
+
+    def held_bytes(self) -> int:
+        """Bytes this connection holds: write buffer, receive queue, partial frame.
+
+        Reads websockets internals (``Assembler.frames.queue``, ``Protocol.reader.buffer``),
+        checked against websockets 17.4.
+        """
+        queued = sum(len(frame.data) for frame in self.recv_messages.frames.queue)
+        partial = len(self.protocol.reader.buffer)
+        return self.transport.get_write_buffer_size() + queued + partial
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -103,16 +124,12 @@ class GatewayConnection(ServerConnection):
     def resume_writing(self) -> None:
         super().resume_writing()
         self.release_reading("writes")
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple) and peer:
-            self.peer_ip = str(peer[0])
-            self.client = self.peer_ip
-            self.peer = f"[{peer[0]}]:{peer[1]}" if ":" in self.peer_ip else f"{peer[0]}:{peer[1]}"
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self.lost = True
         self.gateway.sockets.discard(self)
+        self.gateway.holding.discard(self)
         # Every TCP connection ends here exactly once, whatever happened before: the one
         # place where a slot can be released without ever leaking it.
         if self.has_slot:
@@ -160,12 +177,20 @@ class Gateway:
     def __init__(self, config: Config, *, worker: int = 0) -> None:
         self.config = config
         self.worker = worker
-        self.metrics = Metrics(max_connections=config.max_connections, worker=worker)
+        self.metrics = Metrics(
+            max_connections=config.max_connections,
+            memory_budget=config.memory_budget,
+            worker=worker,
+        )
         self.http = HttpEndpoints(self)
         self.connections: set[GatewayConnection] = set()  # connections whose handler runs
         # Every accepted TCP connection until it is lost, handshake or not: the library's
         # all_connections lists only open WebSockets.
         self.sockets: set[GatewayConnection] = set()
+        # Connections that stopped reading (full receive queue or write buffer): the only
+        # ones that hold more than a write limit and a few frames for long.
+        self.holding: set[GatewayConnection] = set()
+        self._memory_watch: asyncio.Task[None] | None = None
         self.server: Server | None = None
         self._address: tuple[Any, ...] | None = None
         self._stop_requested = asyncio.Event()
@@ -201,6 +226,7 @@ class Gateway:
         )
         self._address = self.server.sockets[0].getsockname()
         loop = asyncio.get_running_loop()
+        self._memory_watch = loop.create_task(self._watch_memory())
         log_event(
             logger,
             logging.INFO,
@@ -305,6 +331,8 @@ class Gateway:
                 )
         for task in closing:
             task.cancel()
+        if self._memory_watch is not None:
+            self._memory_watch.cancel()
         log_event(
             logger,
             logging.INFO,
@@ -324,6 +352,51 @@ class Gateway:
                 connection.drop_reason = connection.drop_reason or "shutdown_timeout"
             connection.transport.abort()
         return len(connections)
+
+    # Memory budget
+
+    async def _watch_memory(self) -> None:
+        """Every MEMORY_CHECK_INTERVAL, sum what connections that stopped reading hold.
+
+        They stopped reading already (backpressure), so nothing more comes in from them;
+        what they hold stays. Over WS_MEMORY_BUDGET, the ones holding the most are closed
+        with 1013 (Try Again Later) and dropped at once, until the total is back under
+        SHED_TO of the budget.
+        """
+        budget = self.config.memory_budget
+        while True:
+            await asyncio.sleep(MEMORY_CHECK_INTERVAL)
+            held = {c: c.held_bytes() for c in self.holding}
+            total = sum(held.values())
+            self.metrics.memory_held = total
+            if total <= budget:
+                continue
+            shed = []
+            for connection in sorted(held, key=held.__getitem__, reverse=True):
+                if total <= budget * SHED_TO:
+                    break
+                total -= held[connection]
+                shed.append(connection)
+                self._shed(connection)
+            log_event(
+                logger,
+                logging.WARNING,
+                "memory_budget_exceeded",
+                held_bytes=self.metrics.memory_held,
+                budget_bytes=budget,
+                closed=len(shed),
+                conns=[c.conn_id for c in shed],
+            )
+            self.metrics.memory_held = total
+
+    @staticmethod
+    def _shed(connection: GatewayConnection) -> None:
+        """Close with 1013 if the socket takes it, and release its buffers now."""
+        connection.drop_reason = "memory_budget"
+        if connection.protocol.state is OPEN:
+            connection.protocol.fail(CloseCode.TRY_AGAIN_LATER, MEMORY_REASON)
+            connection.send_data()
+        connection.transport.abort()
 
     # Admission helpers called by server.http and GatewayConnection
 

@@ -67,7 +67,25 @@ _LIMITS: dict[str, tuple[str, float, float, str]] = {
     "workers": ("WS_WORKERS", 1, 256, "1-256"),
     "max_queue": ("WS_MAX_QUEUE", 1, 1024, "1-1024 frames"),
     "open_timeout": ("WS_OPEN_TIMEOUT", 0.1, 3600, "seconds, 0.1-3600, below WS_SHUTDOWN_TIMEOUT"),
+    "memory_budget": (
+        "WS_MEMORY_BUDGET",
+        2**20,
+        2**40,
+        "a size from 1MiB to 1TiB, like 512MiB (units B, KiB, MiB, GiB, TiB)",
+    ),
 }
+# Without a cgroup memory limit to take a share of: room for ~60 connections at their worst
+# (about 8.6 MiB each with 1 MiB messages and WS_MAX_QUEUE=4), small beside any server's RAM.
+FALLBACK_MEMORY_BUDGET = 512 * 2**20
+MEMORY_LIMIT_SHARE = 0.5  # of the cgroup limit; the rest is the process itself and headroom
+_SIZE_RE = re.compile(
+    r"([0-9]+(?:\.[0-9]+)?) *(b|kib|mib|gib|tib|k|m|g|t)?", re.ASCII | re.IGNORECASE
+)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+CGROUP_MEMORY_LIMITS = (
+    "/sys/fs/cgroup/memory.max",  # cgroup v2: a number or "max"
+    "/sys/fs/cgroup/memory/memory.limit_in_bytes",  # cgroup v1: a huge number when unlimited
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +114,9 @@ class Config:
     max_queue: int = 4
     # Seconds a client has to complete the opening handshake, from TCP accept to 101.
     open_timeout: float = DEFAULT_OPEN_TIMEOUT  # or half a lower WS_SHUTDOWN_TIMEOUT
+    # Bytes this process may hold for its clients (receive queues, parser and write buffers);
+    # from_env defaults it to a share of the cgroup memory limit, split between workers.
+    memory_budget: int = FALLBACK_MEMORY_BUDGET
 
     def __post_init__(self) -> None:
         if not self.host or any(c.isspace() for c in self.host):
@@ -162,6 +183,9 @@ class Config:
         read("workers", "WS_WORKERS", _parse_int)
         read("max_queue", "WS_MAX_QUEUE", _parse_int)
         read("open_timeout", "WS_OPEN_TIMEOUT", _parse_float)
+        read("memory_budget", "WS_MEMORY_BUDGET", _parse_size)
+        if "memory_budget" not in values:
+            values["memory_budget"] = default_memory_budget(values.get("workers", 1))
         if "open_timeout" not in values and "shutdown_timeout" in values:
             # A short drain budget brings the default handshake time down with it.
             values["open_timeout"] = min(DEFAULT_OPEN_TIMEOUT, values["shutdown_timeout"] / 2)
@@ -182,6 +206,27 @@ class Config:
         out["allowed_origins"] = list(self.allowed_origins)
         out["trusted_proxies"] = [str(n) for n in self.trusted_proxies]
         return out
+
+
+def cgroup_memory_limit(paths: tuple[str, ...] = CGROUP_MEMORY_LIMITS) -> int | None:
+    """This container's memory limit in bytes, or None when there is none to read."""
+    for path in paths:
+        try:
+            with open(path) as file:
+                text = file.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**60:  # v1 writes ~2**63 for "no limit"
+            return int(text)
+        return None
+    return None
+
+
+def default_memory_budget(workers: int = 1) -> int:
+    """WS_MEMORY_BUDGET's default: half the cgroup limit (else 512 MiB), per worker process."""
+    limit = cgroup_memory_limit()
+    total = int(limit * MEMORY_LIMIT_SHARE) if limit else FALLBACK_MEMORY_BUDGET
+    return max(2**20, total // max(1, workers))
 
 
 def uvloop_available() -> bool:
@@ -206,6 +251,15 @@ def _parse_int(variable: str, raw: str) -> int:
     if not _INT_RE.fullmatch(raw.strip()):
         raise ConfigError(variable, raw, "is not an integer", _allowed(variable))
     return _in_range(variable, raw, int(raw.strip()))
+
+
+def _parse_size(variable: str, raw: str) -> int:
+    match = _SIZE_RE.fullmatch(raw.strip())
+    if not match:
+        raise ConfigError(variable, raw, "is not a size", _allowed(variable))
+    number, unit = match.groups()
+    value = int(float(number) * _SIZE_UNITS[(unit or "").lower()[:1]])
+    return _in_range(variable, raw, value)
 
 
 def _parse_float(variable: str, raw: str) -> float:

@@ -46,6 +46,8 @@ class Metrics:
         "errors",
         "http_responses",
         "max_connections",
+        "memory_budget",
+        "memory_held",
         "rejections",
         "size_counts",
         "size_sum",
@@ -57,10 +59,14 @@ class Metrics:
         "worker",
     )
 
-    def __init__(self, *, max_connections: int = 0, worker: int = 0) -> None:
+    def __init__(
+        self, *, max_connections: int = 0, memory_budget: int = 0, worker: int = 0
+    ) -> None:
         self.start_time = time.time()
         self.worker = worker
         self.max_connections = max_connections
+        self.memory_budget = memory_budget
+        self.memory_held = 0  # at the last check, by connections that stopped reading
         self.draining = False
         self.connections_active = 0
         self.connections_total = 0
@@ -136,6 +142,22 @@ class Metrics:
         add(
             _family(
                 "ws_connections_max", "gauge", "WS_MAX_CONNECTIONS.", [("", self.max_connections)]
+            )
+        )
+        add(
+            _family(
+                "ws_memory_budget_bytes",
+                "gauge",
+                "WS_MEMORY_BUDGET: bytes this process may hold for its clients.",
+                [("", self.memory_budget)],
+            )
+        )
+        add(
+            _family(
+                "ws_memory_held_bytes",
+                "gauge",
+                "Bytes held for clients that stopped reading (queues and buffers), last check.",
+                [("", self.memory_held)],
             )
         )
         add(

@@ -216,3 +216,36 @@ def test_loop_factory_choices():
     assert loop_factory("asyncio") is None
     assert loop_factory("auto") is uvloop.new_event_loop
     assert loop_factory("uvloop") is uvloop.new_event_loop
+
+
+@pytest.mark.parametrize(
+    ("raw", "size"),
+    [("512MiB", 512 * 2**20), ("1g", 2**30), ("1.5 GiB", 3 * 2**29), ("2097152", 2**21)],
+)
+def test_memory_budget_takes_sizes(raw: str, size: int):
+    """WS_MEMORY_BUDGET reads a number of bytes with an optional binary unit."""
+    assert Config.from_env({"WS_MEMORY_BUDGET": raw}).memory_budget == size
+
+
+@pytest.mark.parametrize("raw", ["lots", "100", "2 PiB", "-1MiB", "1_000MiB"])
+def test_memory_budget_rejects_what_is_not_a_size_in_range(raw: str):
+    """A word, a size under 1 MiB or over 1 TiB, or a negative one exits with its range."""
+    with pytest.raises(ConfigError, match=r"WS_MEMORY_BUDGET=.*allowed: a size from 1MiB to 1TiB"):
+        Config.from_env({"WS_MEMORY_BUDGET": raw})
+
+
+def test_memory_budget_defaults_to_half_the_cgroup_limit_per_worker(tmp_path, monkeypatch):
+    """With a cgroup limit, half of it split between workers; without one, 512 MiB."""
+    from server import config as config_module
+
+    v2, v1 = tmp_path / "memory.max", tmp_path / "limit_in_bytes"
+    v2.write_text("1073741824\n")
+    assert config_module.cgroup_memory_limit((str(v2),)) == 2**30
+    v2.write_text("max\n")
+    assert config_module.cgroup_memory_limit((str(v2),)) is None
+    v1.write_text(f"{2**63 - 4096}\n")
+    assert config_module.cgroup_memory_limit((str(tmp_path / "absent"), str(v1))) is None
+    monkeypatch.setattr(config_module, "cgroup_memory_limit", lambda: 2**30)
+    assert Config.from_env({"WS_WORKERS": "2", "WS_PORT": "3000"}).memory_budget == 2**28
+    monkeypatch.setattr(config_module, "cgroup_memory_limit", lambda: None)
+    assert Config.from_env({}).memory_budget == 512 * 2**20
