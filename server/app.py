@@ -18,7 +18,6 @@ import functools
 import logging
 import os
 import platform
-from bisect import bisect_left
 from typing import Any
 
 import websockets
@@ -33,7 +32,7 @@ from websockets.server import ServerProtocol
 from .config import Config
 from .http import HttpEndpoints
 from .logs import log_event, preview
-from .metrics import SIZE_BUCKETS, Metrics
+from .metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +80,11 @@ class GatewayConnection(ServerConnection):
             self.peer_ip = str(peer[0])
             self.client = self.peer_ip
             self.peer = f"[{peer[0]}]:{peer[1]}" if ":" in self.peer_ip else f"{peer[0]}:{peer[1]}"
+
+    def take_slot(self) -> None:
+        """Count this connection in ``ws_connections_active``; called when it is admitted."""
+        self.has_slot = True
+        self.gateway.metrics.connections_active += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -132,7 +136,7 @@ class Gateway:
         self.config = config
         self.worker = worker
         self.metrics = Metrics(max_connections=config.max_connections, worker=worker)
-        self.http = HttpEndpoints(self)
+        self.http = HttpEndpoints(config, self.metrics)
         self.connections: set[GatewayConnection] = set()  # connections whose handler runs
         self.server: Server | None = None
         self._address: tuple[Any, ...] | None = None
@@ -288,11 +292,7 @@ class Gateway:
             connection.transport.abort()
         return len(connections)
 
-    # Admission helpers called by server.http and GatewayConnection
-
-    def reserve_slot(self, connection: GatewayConnection) -> None:
-        connection.has_slot = True
-        self.metrics.connections_active += 1
+    # Called by GatewayConnection
 
     def no_request(self, connection: GatewayConnection, exc: BaseException | None) -> None:
         """A TCP connection ended or timed out before sending a valid HTTP request."""
@@ -380,7 +380,7 @@ class Gateway:
         conns = (ws,)
         protocol = ws.protocol
         m = self.metrics
-        size_counts = m.size_counts
+        observe_size = m.observe_size
         log_messages = self.config.log_messages and logger.isEnabledFor(logging.INFO)
         rate = self.config.max_messages_per_second
         clock = asyncio.get_running_loop().time
@@ -402,8 +402,7 @@ class Gateway:
                     size = len(message)
                     m.binary_in += 1
                     m.binary_bytes_in += size
-                size_counts[bisect_left(SIZE_BUCKETS, size)] += 1
-                m.size_sum += size
+                observe_size(size)
                 msgs_in += 1
                 bytes_in += size
                 if rate:
