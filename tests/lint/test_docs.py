@@ -176,16 +176,24 @@ def server_settings() -> dict[str, str]:
     return out
 
 
-def test_every_server_setting_is_documented() -> None:
-    """Each variable server/config.py reads has a row in the server table, with its default."""
-    rows = table_rows(CONFIGURATION, "Server (`server/config.py`)")
+def undocumented(section: str, settings: dict[str, str]) -> list[str]:
+    """Settings without a row in the table under ``section`` of docs/configuration.md, or
+    whose row's Default cell does not show the default (`code`, or the word empty)."""
+    rows = table_rows(CONFIGURATION, section)
     problems = []
-    for variable, default in server_settings().items():
+    for variable, default in settings.items():
         row = rows.get(variable)
+        expected = "empty" if default == "empty" else f"`{default}`"
         if row is None:
             problems.append(f"{variable}: no row")
-        elif (f"`{default}`" if default != "empty" else "empty") not in row.split("|")[2]:
-            problems.append(f"{variable}: default {default!r} not in {row.split('|')[2]!r}")
+        elif expected not in row.split("|")[2]:
+            problems.append(f"{variable}: default {expected} not in {row.split('|')[2]!r}")
+    return problems
+
+
+def test_every_server_setting_is_documented() -> None:
+    """Each variable server/config.py reads has a row in the server table, with its default."""
+    problems = undocumented("Server (`server/config.py`)", server_settings())
     assert not problems, "\n".join(problems)
 
 
@@ -199,14 +207,7 @@ def nginx_settings() -> dict[str, str]:
 
 def test_every_nginx_setting_is_documented() -> None:
     """Each setting of nginx/entrypoint.sh has a row in the NGINX table, with its default."""
-    rows = table_rows(CONFIGURATION, "NGINX (`nginx/entrypoint.sh`)")
-    problems = []
-    for variable, default in nginx_settings().items():
-        row = rows.get(variable)
-        if row is None:
-            problems.append(f"{variable}: no row")
-        elif f"`{default}`" not in row.split("|")[2]:
-            problems.append(f"{variable}: default `{default}` not in {row.split('|')[2]!r}")
+    problems = undocumented("NGINX (`nginx/entrypoint.sh`)", nginx_settings())
     assert not problems, "\n".join(problems)
 
 
