@@ -1,15 +1,15 @@
 # The two commands: `make up` runs the gateway, `make test` runs the whole suite.
-# Each does its own set-up on a fresh machine (see ci/setup.sh).
+# Each does its own set-up on a fresh machine (see scripts/setup.sh).
 .PHONY: setup images test up down lint bench clean lock
 
 setup:
-	ci/setup.sh
+	scripts/setup.sh
 
 images: setup
-	ci/images.sh
+	scripts/images.sh
 
 test: images
-	ci/test.sh
+	scripts/test.sh
 
 lint: setup
 	.venv/bin/python -m pytest -n auto tests/lint

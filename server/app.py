@@ -18,7 +18,6 @@ import functools
 import logging
 import os
 import platform
-from bisect import bisect_left
 from typing import Any
 
 import websockets
@@ -33,7 +32,7 @@ from websockets.server import ServerProtocol
 from .config import Config
 from .http import HttpEndpoints
 from .logs import log_event, preview
-from .metrics import SIZE_BUCKETS, Metrics
+from .metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +124,16 @@ class GatewayConnection(ServerConnection):
         super().resume_writing()
         self.release_reading("writes")
 
+    def take_slot(self) -> None:
+        """Count this connection in ``ws_connections_active``; called when it is admitted."""
+        # A client that sends its request and leaves at once can be gone before the library
+        # asks for the response (seen with uvloop): connection_lost, the only release, has
+        # run already, so a slot taken now would never come back.
+        if self.lost:
+            return
+        self.has_slot = True
+        self.gateway.metrics.connections_active += 1
+
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self.lost = True
@@ -182,7 +191,7 @@ class Gateway:
             memory_budget=config.memory_budget,
             worker=worker,
         )
-        self.http = HttpEndpoints(self)
+        self.http = HttpEndpoints(config, self.metrics)
         self.connections: set[GatewayConnection] = set()  # connections whose handler runs
         # Every accepted TCP connection until it is lost, handshake or not: the library's
         # all_connections lists only open WebSockets.
@@ -398,16 +407,7 @@ class Gateway:
             connection.send_data()
         connection.transport.abort()
 
-    # Admission helpers called by server.http and GatewayConnection
-
-    def reserve_slot(self, connection: GatewayConnection) -> None:
-        # A client that sends its request and leaves at once can be gone before the library
-        # asks for the response (seen with uvloop): connection_lost, the only release, has
-        # run already, so a slot taken now would never come back.
-        if connection.lost:
-            return
-        connection.has_slot = True
-        self.metrics.connections_active += 1
+    # Called by GatewayConnection
 
     def no_request(self, connection: GatewayConnection, exc: BaseException | None) -> None:
         """A TCP connection ended or timed out before sending a valid HTTP request."""
@@ -495,7 +495,7 @@ class Gateway:
         conns = (ws,)
         protocol = ws.protocol
         m = self.metrics
-        size_counts = m.size_counts
+        observe_size = m.observe_size
         log_messages = self.config.log_messages and logger.isEnabledFor(logging.INFO)
         rate = self.config.max_messages_per_second
         clock = asyncio.get_running_loop().time
@@ -517,8 +517,7 @@ class Gateway:
                     size = len(message)
                     m.binary_in += 1
                     m.binary_bytes_in += size
-                size_counts[bisect_left(SIZE_BUCKETS, size)] += 1
-                m.size_sum += size
+                observe_size(size)
                 msgs_in += 1
                 bytes_in += size
                 if rate:

@@ -5,6 +5,9 @@ WebSocket path, 404 for anything else, and 403 for a disallowed ``Origin``.
 ``process_response`` admits a successful handshake only while the gateway is accepting and
 below ``WS_MAX_CONNECTIONS`` (503 otherwise); the check and the reservation of a connection
 slot happen in one synchronous step, so concurrent handshakes cannot overshoot the limit.
+
+It needs the settings, the metrics (which also hold the gateway's state: ``draining`` and
+``connections_active``) and a connection that can take a slot; never the gateway itself.
 """
 
 from __future__ import annotations
@@ -15,17 +18,16 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
 
-from .config import IPNetwork
+from .config import Config, IPNetwork
 from .logs import log_event
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-
-if TYPE_CHECKING:
-    from .app import Gateway, GatewayConnection
+from .metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,23 @@ UPGRADE_REQUIRED_BODY = (
     "Connect with a WebSocket client (a GET request with 'Connection: Upgrade' and "
     "'Upgrade: websocket' headers), for example: ws://<host>:<port>{path}\n"
 )
+
+
+class HandshakeConnection(Protocol):
+    """What the hooks read and set on a connection (``server.app.GatewayConnection``)."""
+
+    protocol: ServerProtocol
+    conn_id: str
+    peer_ip: str | None
+    client: str | None
+    request_id: str | None
+    path: str
+    answered: bool
+
+    def respond(self, status: int, text: str) -> Response: ...
+
+    def take_slot(self) -> None:
+        """Count this connection in ``ws_connections_active`` until its TCP connection ends."""
 
 
 def client_address(
@@ -101,7 +120,7 @@ def is_websocket_upgrade(headers: Headers) -> bool:
     )
 
 
-def respond(connection: GatewayConnection, status: int, body: str, content_type: str) -> Response:
+def respond(connection: HandshakeConnection, status: int, body: str, content_type: str) -> Response:
     """An HTTP response with ``body`` and ``content_type``; never cached."""
     response = connection.respond(status, body)
     del response.headers["Content-Type"]
@@ -110,19 +129,18 @@ def respond(connection: GatewayConnection, status: int, body: str, content_type:
     return response
 
 
-def respond_json(connection: GatewayConnection, status: int, payload: dict[str, Any]) -> Response:
+def respond_json(connection: HandshakeConnection, status: int, payload: dict[str, Any]) -> Response:
     return respond(connection, status, json.dumps(payload) + "\n", "application/json")
 
 
 class HttpEndpoints:
-    """The ``process_request`` and ``process_response`` hooks of one :class:`Gateway`."""
+    """The ``process_request`` and ``process_response`` hooks of one gateway process."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.config = gateway.config
-        self.metrics = gateway.metrics
+    def __init__(self, config: Config, metrics: Metrics) -> None:
+        self.config = config
+        self.metrics = metrics
 
-    def process_request(self, connection: GatewayConnection, request: Request) -> Response | None:
+    def process_request(self, connection: HandshakeConnection, request: Request) -> Response | None:
         path = request.path.partition("?")[0]
         headers = request.headers
         connection.path = path
@@ -157,7 +175,7 @@ class HttpEndpoints:
         elif path == "/healthz":
             response = respond_json(connection, 200, self._health())
         elif path == "/readyz":
-            if self.gateway.draining:
+            if self.metrics.draining:
                 response = respond_json(connection, 503, {"status": "draining"})
             else:
                 response = respond_json(connection, 200, {"status": "ready"})
@@ -186,11 +204,10 @@ class HttpEndpoints:
         return response
 
     def process_response(
-        self, connection: GatewayConnection, request: Request, response: Response
+        self, connection: HandshakeConnection, request: Request, response: Response
     ) -> Response | None:
         if response.status_code == http.HTTPStatus.SWITCHING_PROTOCOLS:
-            gateway = self.gateway
-            if gateway.draining:
+            if self.metrics.draining:
                 return self._reject(
                     connection,
                     http.HTTPStatus.SERVICE_UNAVAILABLE,
@@ -204,7 +221,7 @@ class HttpEndpoints:
                     "max_connections",
                     "Too many connections; try again later.\n",
                 )
-            gateway.reserve_slot(connection)
+            connection.take_slot()
             return None
         if not connection.answered:
             # The library refused the handshake itself (bad key, version, method...).
@@ -226,7 +243,7 @@ class HttpEndpoints:
 
     def _reject(
         self,
-        connection: GatewayConnection,
+        connection: HandshakeConnection,
         status: http.HTTPStatus,
         reason: str,
         body: str,
@@ -256,5 +273,5 @@ class HttpEndpoints:
             "status": "ok",
             "uptime_s": round(time.time() - self.metrics.start_time, 3),
             "connections": self.metrics.connections_active,
-            "draining": self.gateway.draining,
+            "draining": self.metrics.draining,
         }

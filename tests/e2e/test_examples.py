@@ -1,4 +1,4 @@
-"""The client examples of the README run, and every byte they echo is checked.
+"""The client examples (docs/client-examples.md) run, and every byte they echo is checked.
 
 - examples/python_client.py: run as a user runs it, with messages as arguments or on stdin,
   and across a server restart (it must reconnect and re-send).

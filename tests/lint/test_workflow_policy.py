@@ -1,6 +1,6 @@
 """What the GitHub workflow must keep doing, beyond what its schema and zizmor check.
 
-It runs the same ci/ steps as `.ci/run` (`make test`), so CI on GitHub and CI here cannot
+It runs the same scripts/ steps as `.ci/run` (`make test`), so CI on GitHub and CI here cannot
 drift apart, and it stays locked down: actions pinned by commit, read-only token.
 """
 
@@ -64,26 +64,26 @@ def test_runs_are_bounded(workflow: dict[str, Any]) -> None:
         assert 0 < job["timeout-minutes"] <= 90, name
 
 
-def test_lint_job_runs_ci_lint(workflow: dict[str, Any]) -> None:
-    """The lint job sets up as `make` does, then runs ci/lint.sh."""
+def test_lint_job_runs_scripts_lint(workflow: dict[str, Any]) -> None:
+    """The lint job sets up as `make` does, then runs scripts/lint.sh."""
     lines = run_lines(workflow["jobs"]["lint"])
-    assert lines.index("ci/setup.sh") < lines.index("ci/lint.sh")
+    assert lines.index("scripts/setup.sh") < lines.index("scripts/lint.sh")
 
 
 def test_test_job_runs_the_make_test_steps(workflow: dict[str, Any]) -> None:
-    """The test job runs ci/setup.sh, ci/images.sh, ci/test.sh in the order `make test` does."""
-    lines = run_lines(workflow["jobs"]["test"])
-    steps = [line for line in lines if line in ("ci/setup.sh", "ci/images.sh", "ci/test.sh")]
-    assert steps == ["ci/setup.sh", "ci/images.sh", "ci/test.sh"]
+    """The test job runs scripts/setup.sh, images.sh, test.sh in the order `make test` does."""
+    order = ["scripts/setup.sh", "scripts/images.sh", "scripts/test.sh"]
+    steps = [line for line in run_lines(workflow["jobs"]["test"]) if line in order]
+    assert steps == order
     makefile = (ROOT / "Makefile").read_text()
-    for target, script in (("setup", "ci/setup.sh"), ("images", "ci/images.sh")):
+    for target, script in (("setup", "scripts/setup.sh"), ("images", "scripts/images.sh")):
         assert re.search(rf"^{target}:.*\n\t{re.escape(script)}$", makefile, re.M), target
-    assert re.search(r"^test: images\n\tci/test.sh$", makefile, re.M)
+    assert re.search(r"^test: images\n\tscripts/test.sh$", makefile, re.M)
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
 def test_reports_uploaded(workflow: dict[str, Any]) -> None:
-    """The coverage and JUnit reports that ci/test.sh writes are uploaded as artifacts."""
+    """The coverage and JUnit reports that scripts/test.sh writes are uploaded as artifacts."""
     uploads = [
         step
         for step in workflow["jobs"]["test"]["steps"]
@@ -92,9 +92,9 @@ def test_reports_uploaded(workflow: dict[str, Any]) -> None:
     assert len(uploads) == 1
     paths = uploads[0]["with"]["path"].split()
     assert paths == ["reports/coverage.xml", "reports/junit.xml"]
-    test_sh = (ROOT / "ci" / "test.sh").read_text()
+    test_sh = (ROOT / "scripts" / "test.sh").read_text()
     for path in paths:
-        assert path in test_sh, f"ci/test.sh no longer writes {path}"
+        assert path in test_sh, f"scripts/test.sh no longer writes {path}"
 
 
 def test_pip_cache_keyed_on_lock(workflow: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ci/install-compose.sh
+scripts/install-compose.sh
 
 python=${PYTHON:-python3}
 locks=(requirements/bootstrap.txt requirements/dev.txt)
