@@ -9,6 +9,17 @@ from stack.wire.client import ReconnectingClient
 from .helpers import make_config, running_gateway, units
 
 
+async def _echo_on_a_new_gateway(client: ReconnectingClient, port: int) -> None:
+    """Start a gateway on ``port``, wait for 50 echoes on a new connection, stop the client."""
+    async with running_gateway(WS_PORT=str(port)):
+        await client.wait_until(
+            lambda c: len(c.sessions) >= 2 and c.current.echoed >= 50,
+            "50 echoes after the restart",
+            units(10),
+        )
+        await client.stop()  # while the second gateway still runs
+
+
 def _nothing_lost(client: ReconnectingClient) -> dict[str, int]:
     summary = client.ledger.summary()
     assert summary["failed"] == summary["pending"] == summary["corrupted"] == 0, summary
@@ -56,13 +67,7 @@ async def test_a_gateway_restart_mid_stream_loses_nothing() -> None:
     try:
         await client.wait_until(lambda c: c.ledger.echoed >= 50, "50 echoes", units(5))
         await first.shutdown()
-        async with running_gateway(WS_PORT=str(port)):
-            await client.wait_until(
-                lambda c: len(c.sessions) >= 2 and c.current.echoed >= 50,
-                "50 echoes after the restart",
-                units(10),
-            )
-            await client.stop()  # while the second gateway still runs
+        await _echo_on_a_new_gateway(client, port)
     finally:
         await client.stop()
         await first.shutdown()
@@ -85,13 +90,7 @@ async def test_a_gateway_that_drops_every_connection_loses_nothing() -> None:
         first.request_stop("test")
         first.request_stop("test", force_if_repeated=True)  # drops every connection now
         await first.shutdown()
-        async with running_gateway(WS_PORT=str(port)):
-            await client.wait_until(
-                lambda c: len(c.sessions) >= 2 and c.current.echoed >= 50,
-                "50 echoes after the restart",
-                units(10),
-            )
-            await client.stop()  # while the second gateway still runs
+        await _echo_on_a_new_gateway(client, port)
     finally:
         await client.stop()
         await first.shutdown()
