@@ -104,6 +104,10 @@ def parser() -> argparse.ArgumentParser:
     from stack.bench import register as register_bench
 
     register_bench(sub)
+    # Docker Swarm (issue #13): `python -m stack swarm up|status|down`.
+    from stack.swarm import register as register_swarm
+
+    register_swarm(sub)
     return p
 
 

@@ -7,7 +7,7 @@ example of how an application should talk to the gateway:
     client.start()                                   # connects, echoes, reconnects
     await client.wait_until(lambda c: c.ledger.echoed >= 10, "10 echoes", within=10)
     await client.stop()                              # waits for in-flight echoes, closes
-    print(client.ledger.summary())   # {'sent': 12, 'echoed': 12, 'failed': 0, ...}
+    print(client.ledger.summary())   # {'sent': 12, 'echoed': 12, 'resent': 0, ...}
 
 Reconnecting: when the connection breaks (or a handshake fails: 502, 429, refused), the
 client tries again with exponential backoff and full jitter (tenacity's
@@ -18,12 +18,20 @@ Accounting: every message gets an id (client name and sequence number) and rando
 (multi-byte UTF-8 included), and the echo is compared with what was sent, character for
 character. Each message is in the ledger as
 
-* ``pending``: sent, its echo not back yet (in flight);
+* ``pending``: sent, its echo not back yet (in flight, or waiting to be resent);
 * ``echoed``: came back intact;
 * ``corrupted``: came back different;
-* ``failed``: the connection broke before its echo came back. The client does not know
-  whether the server got it, so it reports it as failed (with the reason) rather than
-  pretending; an application would resend or surface it.
+* ``failed``: given up on and reported to the sender, with the reason: its connection
+  broke more than ``max_resends`` times before its echo came back (or every time, with
+  ``resend=False``), or the client stopped before it could resend it.
+
+Resending: when a connection breaks, the client does not know whether the server got the
+messages still in flight, so after it reconnects it sends each of them again, oldest
+first, before anything new (at-least-once: an echo server may see a message twice, the
+sender never misses one). The echo carries the sequence number, so an echo of a message
+that is no longer pending (a late duplicate) is recognised and counted in ``duplicates``,
+never taken for a new message nor counted as lost. The summary keeps ``sent`` (distinct
+messages), ``resent`` (extra sends), ``echoed``, ``duplicates`` and ``failed`` apart.
 
 After :meth:`ReconnectingClient.stop` nothing is pending: messages whose echo did not come
 back even though the connection stayed up are failed with ``lost_at_stop`` set, which is
@@ -96,13 +104,19 @@ class Message:
     """One message sent, and what became of it."""
 
     seq: int
-    session: int
+    session: int  # the session it was first sent on
     text: str
-    sent_at: float
+    sent_at: float  # first sent (epoch seconds)
     outcome: Outcome = Outcome.PENDING
     settled_at: float | None = None
     reason: str = ""
     lost_at_stop: bool = False  # no echo although the connection stayed up: lost silently
+    sends: int = 1  # 1 + times resent after a reconnect
+    last_sent_at: float = 0.0  # latest send; the echo timeout counts from here
+    duplicates: int = 0  # echoes that came after it had settled
+
+    def __post_init__(self) -> None:
+        self.last_sent_at = self.last_sent_at or self.sent_at
 
 
 @dataclass
@@ -117,7 +131,8 @@ class Session:
     reason: str = ""
     closed_by: str = ""  # "server" (its close frame came first), "client", "network"
     note: str = ""  # why the client gave up on it, when it did (e.g. echo timeout)
-    sent: int = 0
+    sent: int = 0  # frames sent on this connection, resends included
+    resent: int = 0
     echoed: int = 0
 
     @property
@@ -140,7 +155,9 @@ class Ledger:
     def __init__(self, name: str) -> None:
         self.name = name
         self.messages: dict[int, Message] = {}
-        self.stray: list[str] = []  # echoes that match no pending message (must stay empty)
+        self.stray: list[str] = []  # echoes that match no message sent (must stay empty)
+        self.resent = 0  # sends of a message after the first, over all messages
+        self.duplicates = 0  # echoes of a message that had already settled
         self._pending: dict[int, Message] = {}  # insertion order: oldest first
         self._next_seq = 0
 
@@ -154,12 +171,27 @@ class Ledger:
         self._pending[seq] = message
         return message
 
+    def resend(self, message: Message, now: float) -> None:
+        """Record that a pending message goes out again (after a reconnect)."""
+        message.sends += 1
+        message.last_sent_at = now
+        self.resent += 1
+
     def settle(self, echo: str | bytes, now: float) -> Message | None:
-        """Match an echo to its message and compare it; None if it matches nothing."""
+        """Match an echo to its pending message and compare it.
+
+        None if it settles nothing: a duplicate (the echo of a message already settled,
+        counted) or a stray (it names no message of this client, kept for the report).
+        """
         text = echo.decode(errors="replace") if isinstance(echo, bytes) else echo
         name, _, rest = text.partition("#")
         seq_text = rest.partition("#")[0]
-        message = self._pending.pop(int(seq_text), None) if seq_text.isdigit() else None
+        seq = int(seq_text) if seq_text.isdigit() else None
+        message = self._pending.pop(seq, None) if seq is not None else None
+        if name == self.name and message is None and seq in self.messages:
+            self.messages[seq].duplicates += 1
+            self.duplicates += 1
+            return None
         if name != self.name or message is None:
             self.stray.append(text[:80])
             return None
@@ -170,19 +202,33 @@ class Ledger:
             message.reason = f"echo differs: {text[:40]!r}..."
         return message
 
-    def fail_pending(self, reason: str, now: float, *, lost_at_stop: bool = False) -> int:
-        """Fail every pending message with ``reason``; return how many."""
-        failed = list(self._pending.values())
-        self._pending.clear()
+    def fail_pending(
+        self,
+        reason: str,
+        now: float,
+        *,
+        lost_at_stop: bool = False,
+        min_sends: int = 0,
+    ) -> int:
+        """Fail every pending message sent at least ``min_sends`` times; return how many.
+
+        ``reason`` may name ``{sends}``, the number of times the message went out.
+        """
+        failed = [m for m in self._pending.values() if m.sends >= min_sends]
         for message in failed:
+            del self._pending[message.seq]
             message.outcome = Outcome.FAILED
             message.settled_at = now
-            message.reason = reason
+            message.reason = reason.format(sends=message.sends)
             message.lost_at_stop = lost_at_stop
         return len(failed)
 
     def oldest_pending(self) -> Message | None:
         return next(iter(self._pending.values()), None)
+
+    def pending_messages(self) -> list[Message]:
+        """The messages without their echo yet, oldest first (a copy)."""
+        return list(self._pending.values())
 
     def count(self, outcome: Outcome) -> int:
         if outcome is Outcome.PENDING:
@@ -217,6 +263,8 @@ class Ledger:
         return {
             "sent": self.sent,
             "echoed": self.echoed,
+            "resent": self.resent,
+            "duplicates": self.duplicates,
             "failed": self.failed,
             "corrupted": self.corrupted,
             "pending": self.pending,
@@ -232,7 +280,9 @@ class ReconnectingClient:
     While connected it sends a message every ``interval`` seconds with at most ``window``
     in flight (``send=False``: it only holds the connection). A message without its echo
     after ``echo_timeout`` seconds means the path is dead: the client drops the connection
-    (its pending messages fail) and reconnects. ``ping_interval``/``ping_timeout`` are the
+    and reconnects. Messages in flight when a connection breaks are sent again on the next
+    one (``resend``); one whose connection broke more than ``max_resends`` times is failed
+    (with ``resend=False``: at the first break). ``ping_interval``/``ping_timeout`` are the
     websockets keepalive (off by default: the gateway's server pings).
     """
 
@@ -246,6 +296,8 @@ class ReconnectingClient:
         window: int = 4,
         size: int = 32,
         echo_timeout: float | None = 5.0,
+        resend: bool = True,
+        max_resends: int = 3,
         open_timeout: float = 5.0,
         close_timeout: float = 2.0,
         ping_interval: float | None = None,
@@ -262,6 +314,8 @@ class ReconnectingClient:
         self.window = window
         self.size = size
         self.echo_timeout = echo_timeout
+        self.resend = resend
+        self.max_resends = max_resends
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout
         self.ping_interval = ping_interval
@@ -444,10 +498,16 @@ class ReconnectingClient:
         stopped = self._stopping.is_set() and session.closed_by == "client" and not session.note
         if stopped:
             reason = f"no echo before the client stopped (session {session.number})"
-        else:
-            what = session.note or f"close {session.code} by {session.closed_by}"
-            reason = f"connection broke before its echo: {what} (session {session.number})"
-        self.ledger.fail_pending(reason, now, lost_at_stop=stopped)
+            self.ledger.fail_pending(reason, now, lost_at_stop=True)
+            return
+        what = session.note or f"close {session.code} by {session.closed_by}"
+        # The rest stay pending: the next connection sends them again.
+        give_up_at = 1 + self.max_resends if self.resend else 0
+        reason = (
+            "connection broke before its echo, sent {sends} time(s):"
+            f" {what} (session {session.number})"
+        )
+        self.ledger.fail_pending(reason, now, min_sends=give_up_at)
 
     async def _read(self, ws: ClientConnection, session: Session) -> None:
         try:
@@ -459,13 +519,19 @@ class ReconnectingClient:
 
     async def _write(self, ws: ClientConnection, session: Session) -> None:
         try:
+            # What the last connection left without an echo goes first, oldest first.
+            for message in self.ledger.pending_messages():
+                await ws.send(message.text)
+                self.ledger.resend(message, time.time())
+                session.sent += 1
+                session.resent += 1
             while not self._stopping.is_set():
                 oldest = self.ledger.oldest_pending()
                 now = time.time()
                 if (
                     self.echo_timeout is not None
                     and oldest is not None
-                    and now - oldest.sent_at > self.echo_timeout
+                    and now - oldest.last_sent_at > self.echo_timeout
                 ):
                     # The path is dead (a cut network, a frozen peer): don't wait for TCP.
                     session.note = f"no echo within {self.echo_timeout:g} s"
@@ -481,7 +547,7 @@ class ReconnectingClient:
 
     def _finish(self, now: float) -> None:
         """After stop: nothing may stay pending (a session may have been cancelled)."""
-        self.ledger.fail_pending("client stopped while connecting", now)
+        self.ledger.fail_pending("client stopped before it could resend it", now)
 
 
 class Fleet:

@@ -58,8 +58,11 @@ async def test_a_changed_echo_is_corrupted() -> None:
 
 
 async def test_a_silent_path_fails_in_flight_messages_and_reconnects() -> None:
+    """Without resend, what was in flight when the path died fails with its reason."""
     async with serve(swallow, "127.0.0.1", 0) as server:
-        client = ReconnectingClient(url(server), name="dead", interval=0.01, echo_timeout=0.3)
+        client = ReconnectingClient(
+            url(server), name="dead", interval=0.01, echo_timeout=0.3, resend=False
+        )
         client.start()
         try:
             await client.wait_until(lambda c: len(c.sessions) >= 2, "a second connection", 10)
@@ -72,6 +75,24 @@ async def test_a_silent_path_fails_in_flight_messages_and_reconnects() -> None:
         m.outcome is Outcome.FAILED and "no echo within" in m.reason for m in failed
     )
     assert not any(m.lost_at_stop for m in failed)
+    assert client.ledger.resent == 0
+
+
+async def test_a_message_resent_max_resends_times_without_echo_is_given_up() -> None:
+    """Resend is bounded: after 1 + max_resends broken sends a message is failed, reported."""
+    async with serve(swallow, "127.0.0.1", 0) as server:
+        client = ReconnectingClient(
+            url(server), name="hopeless", interval=0.01, echo_timeout=0.2, max_resends=2
+        )
+        client.start()
+        try:
+            await client.wait_until(lambda c: c.ledger.failed >= 1, "a message given up", 10)
+        finally:
+            await client.stop(drain_timeout=0.1)
+    first = client.ledger.messages[1]
+    assert first.outcome is Outcome.FAILED and first.sends == 3
+    assert "sent 3 time(s): no echo within 0.2 s (session 3)" in first.reason
+    assert [s.resent > 0 for s in client.sessions[1:3]] == [True, True]
 
 
 async def test_messages_without_echo_on_a_live_connection_are_lost_at_stop() -> None:
@@ -132,3 +153,79 @@ async def test_client_gives_up_by_itself_after_max_runtime() -> None:
     finally:
         await asyncio.wait_for(client.stop(), 3)
     assert client.attempts >= 1
+
+
+class Flaky:
+    """An echo server that breaks each of the first ``breaks`` connections mid-stream.
+
+    On each of them it reads ``after`` messages, echoes all but the last (``after - 1``),
+    and aborts the TCP connection: the last one is in flight, unechoed, when the client
+    sees the drop. With ``replay``, the next connection sends the echo the previous one
+    held back after its first echo (that of the resent message): a late duplicate.
+    """
+
+    def __init__(self, breaks: int, after: int, *, replay: bool = False) -> None:
+        self.breaks = breaks
+        self.after = after
+        self.replay = replay
+        self.held: list[str] = []
+        self.received: list[str] = []
+
+    async def __call__(self, ws: ServerConnection) -> None:
+        breaking = self.breaks > 0
+        self.breaks -= 1
+        count = 0
+        async for message in ws:
+            self.received.append(message)
+            count += 1
+            if breaking and count == self.after:
+                self.held.append(message)
+                ws.transport.abort()
+                return
+            await ws.send(message)
+            if self.replay:
+                for held in self.held:
+                    await ws.send(held)
+                self.held.clear()
+
+
+async def test_messages_in_flight_at_a_drop_are_resent_and_nothing_is_lost() -> None:
+    """Three connections aborted mid-stream: every message is echoed intact, none failed."""
+    flaky = Flaky(breaks=3, after=10)
+    async with (
+        serve(flaky, "127.0.0.1", 0) as server,
+        ReconnectingClient(
+            url(server), name="rs", interval=0.002, window=4, backoff_initial=0.02
+        ) as client,
+    ):
+        await client.wait_until(
+            lambda c: len(c.sessions) >= 4 and c.current.echoed >= 10, "4th connection", 10
+        )
+    summary = client.ledger.summary()
+    assert summary["failed"] == summary["pending"] == summary["corrupted"] == 0, summary
+    assert summary["stray"] == summary["duplicates"] == 0, summary
+    assert summary["echoed"] == summary["sent"], summary
+    assert summary["resent"] >= 3 and [s.code for s in client.sessions[:3]] == [1006] * 3
+    # Every message the server echoed is one the client sent: the same text, byte for byte.
+    texts = {m.text for m in client.ledger.messages.values()}
+    assert set(flaky.received) == texts
+    for message in client.ledger.messages.values():
+        if message.sends > 1:
+            assert flaky.received.count(message.text) == message.sends
+
+
+async def test_a_late_duplicate_echo_is_recognised_not_counted_as_new_or_lost() -> None:
+    """An echo that comes after its resent message settled counts as a duplicate."""
+    flaky = Flaky(breaks=1, after=5, replay=True)
+    async with (
+        serve(flaky, "127.0.0.1", 0) as server,
+        ReconnectingClient(url(server), name="dup", interval=0.005, backoff_initial=0.02) as client,
+    ):
+        await client.wait_until(
+            lambda c: len(c.sessions) >= 2 and c.current.echoed >= 10, "2nd connection", 10
+        )
+    summary = client.ledger.summary()
+    assert summary["duplicates"] == 1 and summary["stray"] == 0, summary
+    assert summary["failed"] == 0 and summary["echoed"] == summary["sent"], summary
+    (late,) = [m for m in client.ledger.messages.values() if m.duplicates]
+    assert late.text == flaky.received[4] and late.sends == 2

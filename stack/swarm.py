@@ -1,0 +1,218 @@
+"""The gateway on a one-node Docker Swarm: deploy/swarm/stack.yaml with the current images.
+
+    python -m stack swarm up [--replicas N] [--port P]   init a swarm if needed, deploy
+    python -m stack swarm status                         services, replicas, task health
+    python -m stack swarm down                           remove the stack; leave the swarm
+                                                         only if `up` initialised it
+
+`up` labels the node it initialised (``wsgw.created-by``), so `down` knows, from any
+process, whether the swarm is ours to leave. Swarm virtual IPs and the ingress mesh need
+IPVS, which this kind of host lacks: the stack file uses dnsrr and host-mode publishing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import tenacity
+from websockets.sync.client import connect
+
+from stack import compose_file, images
+
+ROOT = Path(__file__).resolve().parents[1]
+STACK_FILE = ROOT / "deploy" / "swarm" / "stack.yaml"
+STACK = os.environ.get("WSGW_SWARM_STACK", "wsgw")
+CREATED_LABEL = "wsgw.created-by"  # node label set when `up` initialised the swarm
+TIMEOUT = 180.0  # seconds for a deploy to echo, or a removal to finish
+
+
+def docker(*args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
+    """Run the docker CLI; return stdout (raise with stderr on failure when ``check``)."""
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120, env=env)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def node_state() -> str:
+    """This host's swarm state: 'inactive', 'active', 'pending', 'error', 'locked'."""
+    return docker("info", "--format", "{{.Swarm.LocalNodeState}}").strip()
+
+
+def created_by_us() -> bool:
+    """True when this swarm was initialised by `up` (its node carries our label)."""
+    if node_state() != "active":
+        return False
+    labels = docker("node", "inspect", "self", "--format", "{{json .Spec.Labels}}")
+    return CREATED_LABEL in (json.loads(labels) or {})
+
+
+def init() -> bool:
+    """Make this host a one-node swarm unless it is in one; return True if we did."""
+    if node_state() == "active":
+        return False
+    try:
+        docker("swarm", "init")
+    except RuntimeError as e:  # several addresses: Docker wants one named
+        if "advertise" not in str(e):
+            raise
+        docker("swarm", "init", "--advertise-addr", "127.0.0.1")
+    try:
+        node = docker("info", "--format", "{{.Swarm.NodeID}}").strip()
+        docker("node", "update", "--label-add", f"{CREATED_LABEL}=python-m-stack", node)
+    except BaseException:
+        docker("swarm", "leave", "--force")
+        raise
+    return True
+
+
+def url(port: int) -> str:
+    return f"ws://127.0.0.1:{port}/ws"
+
+
+def echo_once(target: str) -> None:
+    """One echo through NGINX; raises unless it comes back intact."""
+    with connect(target, open_timeout=3, close_timeout=2, proxy=None) as ws:
+        ws.send("swarm-up ✓")
+        answer = ws.recv(timeout=3)
+        if answer != "swarm-up ✓":
+            raise RuntimeError(f"echo differs: {answer!r}")
+
+
+def wait_for_echo(target: str, within: float = TIMEOUT) -> None:
+    """Retry :func:`echo_once` until it passes; the last error after ``within`` s."""
+    tenacity.Retrying(
+        stop=tenacity.stop_after_delay(within),
+        wait=tenacity.wait_fixed(0.5),
+        reraise=True,
+    )(echo_once, target)
+
+
+def deploy(replicas: int, port: int) -> None:
+    """`docker stack deploy` the stack file with the current images (local tags)."""
+    tags = images.ensure_all()
+    env = {
+        **os.environ,
+        **compose_file.machine_settings(),  # SERVER_NOFILE, NGINX_NOFILE: what the engine allows
+        "SERVER_IMAGE": tags["server"],
+        "NGINX_IMAGE": tags["nginx"],
+        "SERVER_REPLICAS": str(replicas),
+        "GATEWAY_PORT": str(port),
+    }
+    # --resolve-image never: the images are local tags, no registry holds them.
+    docker(
+        *("stack", "deploy", "--resolve-image", "never", "--prune"),
+        *("--compose-file", str(STACK_FILE), STACK),
+        env=env,
+    )
+
+
+def up(replicas: int = 3, port: int = 8080) -> str:
+    """Init (if needed), deploy, wait for an echo through NGINX; return the URL."""
+    created = init()
+    try:
+        deploy(replicas, port)
+        wait_for_echo(url(port))
+    except BaseException:
+        down() if created else None
+        raise
+    return url(port)
+
+
+def services() -> list[dict[str, str]]:
+    """The stack's services as `docker stack services` reports them."""
+    if node_state() != "active":
+        return []
+    out = docker("stack", "services", STACK, "--format", "{{json .}}", check=False)
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def tasks(service: str) -> list[dict[str, str]]:
+    """Running and recent tasks of ``service`` (e.g. 'server'), with their states."""
+    out = docker("service", "ps", f"{STACK}_{service}", "--format", "{{json .}}", check=False)
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def containers(service: str) -> list[str]:
+    """IDs of this node's running containers of ``service``."""
+    label = f"com.docker.swarm.service.name={STACK}_{service}"
+    return docker("ps", "-q", "--filter", f"label={label}").split()
+
+
+def health(container: str) -> str:
+    return docker(
+        "inspect", "--format", "{{if .State.Health}}{{.State.Health.Status}}{{end}}", container
+    ).strip()
+
+
+def down(*, leave: bool = True) -> bool:
+    """Remove the stack and wait until its tasks and networks are gone; leave the swarm
+    if `up` initialised it (and ``leave``). Return True if it left the swarm."""
+    if node_state() != "active":
+        return False
+    docker("stack", "rm", STACK, check=False)
+
+    def gone() -> bool:
+        label = f"com.docker.stack.namespace={STACK}"
+        return not (
+            docker("ps", "-aq", "--filter", f"label={label}").split()
+            or docker("network", "ls", "-q", "--filter", f"label={label}").split()
+        )
+
+    tenacity.Retrying(
+        stop=tenacity.stop_after_delay(TIMEOUT),
+        wait=tenacity.wait_fixed(0.5),
+        retry=tenacity.retry_if_result(lambda done: not done),
+    )(gone)
+    if leave and created_by_us():
+        docker("swarm", "leave", "--force")
+        return True
+    return False
+
+
+# ---- the CLI: python -m stack swarm up|status|down -----------------------------------------
+def _up(args) -> int:
+    target = up(args.replicas, args.port)
+    print(f"stack {STACK} is up on a swarm ({args.replicas} server replicas)")
+    print(f"  through NGINX:  {target}")
+    print(f"  NGINX health:   http://127.0.0.1:{args.port}/healthz")
+    print("  status:         python -m stack swarm status")
+    print("  stop it with:   python -m stack swarm down")
+    return 0
+
+
+def _status(args) -> int:
+    found = services()
+    if not found:
+        print(f"no stack {STACK} (swarm: {node_state()})")
+        return 0
+    for service in found:
+        print(f"{service['Name']}: {service['Replicas']} replicas, image {service['Image']}")
+        short = service["Name"].removeprefix(f"{STACK}_")
+        for container in containers(short):
+            print(f"  {container[:12]}: {health(container) or 'no health check'}")
+    print(f"swarm created by `swarm up`: {'yes' if created_by_us() else 'no'}")
+    return 0
+
+
+def _down(args) -> int:
+    left = down()
+    print(f"stack {STACK} removed" + ("; left the swarm `up` created" if left else ""))
+    return 0
+
+
+def register(sub) -> None:
+    """Add `swarm up|status|down` to the ``python -m stack`` subcommands."""
+    swarm = sub.add_parser("swarm", help="the stack on a one-node Docker Swarm")
+    actions = swarm.add_subparsers(dest="swarm_command", required=True)
+    up_parser = actions.add_parser("up", help="init a swarm if needed, deploy, print the URL")
+    up_parser.add_argument("--replicas", type=int, default=3, help="server replicas (3)")
+    up_parser.add_argument("--port", type=int, default=8080, help="NGINX host port (8080)")
+    up_parser.set_defaults(run=_up)
+    actions.add_parser("status", help="services, replicas, health").set_defaults(run=_status)
+    actions.add_parser("down", help="remove the stack (and the swarm up made)").set_defaults(
+        run=_down
+    )

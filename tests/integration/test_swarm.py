@@ -1,0 +1,67 @@
+"""python -m stack swarm: up, echo through NGINX over several replicas, down.
+
+Holds a machine-wide lock (one swarm per host), always tears down, and leaves the swarm
+when `up` created it, also when the test fails: the host ends in the swarm state it
+started in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+
+import pytest
+from websockets.sync.client import connect
+
+from stack import base_images, swarm
+
+REPLICAS = 3
+CONNECTIONS = 9
+METRICS = (
+    "import urllib.request;"
+    "print(urllib.request.urlopen('http://127.0.0.1:3000/metrics', timeout=3).read().decode())"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def active_connections(container: str) -> int:
+    """The replica's ws_connections_active gauge, read from inside its container."""
+    out = swarm.docker("exec", container, "python3", "-c", METRICS)
+    (line,) = [x for x in out.splitlines() if x.startswith("ws_connections_active ")]
+    return int(float(line.split()[1]))
+
+
+@pytest.fixture
+def swarm_url(gateway_images: dict[str, str]) -> Iterator[str]:
+    """The stack deployed on a swarm; removed (and the swarm left if we made it) after."""
+    with base_images.lock("swarm"):
+        before = swarm.node_state()
+        try:
+            yield swarm.up(REPLICAS, free_port())
+        finally:
+            # A swarm that was there before stays (even one an earlier `up` made).
+            swarm.down(leave=before != "active")
+            assert swarm.node_state() == before, "the host's swarm state changed"
+
+
+def test_swarm_up_echoes_through_nginx_over_several_replicas(swarm_url: str) -> None:
+    """Every replica gets healthy, echoes are intact, least_conn spreads connections."""
+    swarm.tenacity.Retrying(
+        stop=swarm.tenacity.stop_after_delay(120),
+        wait=swarm.tenacity.wait_fixed(0.5),
+        retry=swarm.tenacity.retry_if_result(lambda n: n != REPLICAS),
+    )(lambda: sum(swarm.health(c) == "healthy" for c in swarm.containers("server")))
+    with contextlib.ExitStack() as open_:
+        for i in range(CONNECTIONS):
+            ws = open_.enter_context(connect(swarm_url, open_timeout=5, proxy=None))
+            ws.send(f"hello {i} ✓")
+            assert ws.recv(timeout=5) == f"hello {i} ✓"
+        gauges = [active_connections(c) for c in swarm.containers("server")]
+        assert sum(gauges) == CONNECTIONS, gauges
+        assert sum(g > 0 for g in gauges) >= 2, f"one replica took them all: {gauges}"
