@@ -50,6 +50,7 @@ SECTIONS = {
     "docs/benchmarks.md": ("Benchmark results",),
     TROUBLESHOOTING: ("Troubleshooting",),
     "docs/security.md": ("Security", "Threat model", "Auditing dependencies"),
+    "docs/deployment.md": ("Deployment beyond one machine", "Docker Swarm", "Kubernetes"),
     "docs/ci.md": ("Continuous integration",),
 }
 # Markdown whose relative links must resolve: every .md of the repository (README.md,
