@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from docker.types import Ulimit
+from docker.types import LogConfig, Ulimit
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
@@ -105,7 +105,14 @@ def runtime_kwargs(name: str, project: Path = ROOT) -> dict[str, Any]:
         "cap_drop": list(svc.get("cap_drop") or []),
         "security_opt": list(svc.get("security_opt") or []),
         "ulimits": [_ulimit(key, value) for key, value in (svc.get("ulimits") or {}).items()],
+        "log_config": _log_config(svc.get("logging") or {}),
     }
+
+
+def _log_config(logging: dict[str, Any]) -> LogConfig:
+    """The service's log driver and options (rotation, non-blocking mode)."""
+    options = {key: str(value) for key, value in (logging.get("options") or {}).items()}
+    return LogConfig(type=logging.get("driver", "json-file"), config=options)
 
 
 def _ulimit(name: str, value: int | dict[str, int]) -> Ulimit:

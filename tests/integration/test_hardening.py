@@ -24,6 +24,19 @@ def test_limits_and_security_options_are_in_force(stack, role: str) -> None:
 
 
 @pytest.mark.parametrize("role", ["server", "nginx"])
+def test_logs_rotate_and_never_block_the_process(stack, role: str) -> None:
+    """Both containers log to rotated json-file logs, through a non-blocking ring buffer."""
+    log_config = getattr(stack, role).inspect()["HostConfig"]["LogConfig"]
+    assert log_config["Type"] == "json-file"
+    assert log_config["Config"] == {
+        "max-size": "10m",
+        "max-file": "5",
+        "mode": "non-blocking",
+        "max-buffer-size": "4m",
+    }
+
+
+@pytest.mark.parametrize("role", ["server", "nginx"])
 def test_processes_run_as_a_non_root_user(stack, role: str) -> None:
     """The image's user is a fixed non-zero UID, and the running processes are not root."""
     service = getattr(stack, role)
