@@ -18,6 +18,7 @@ import functools
 import logging
 import os
 import platform
+import sys
 from typing import Any
 
 import websockets
@@ -72,6 +73,7 @@ class GatewayConnection(ServerConnection):
         self.answered = False  # an HTTP response other than 101 was chosen and logged
         self.has_slot = False  # counted in ws_connections_active
         self.lost = False  # connection_lost ran: the TCP connection is gone
+        self.inflight = 0  # bytes of the message whose echo waits for the peer to read
         self.drop_reason: str | None = None  # why the server ended it, when not obvious
         self.opened_at = 0.0
         self.pongs = 0  # heartbeats answered
@@ -107,14 +109,15 @@ class GatewayConnection(ServerConnection):
                 self.transport.resume_reading()  # type: ignore[attr-defined]
 
     def held_bytes(self) -> int:
-        """Bytes this connection holds: write buffer, receive queue, partial frame.
+        """Bytes this connection holds: write buffer, the message waiting to be written,
+        receive queue, partial frame.
 
         Reads websockets internals (``Assembler.frames.queue``, ``Protocol.reader.buffer``),
         checked against websockets 17.4.
         """
         queued = sum(len(frame.data) for frame in self.recv_messages.frames.queue)
-        partial = len(self.protocol.reader.buffer)
-        return self.transport.get_write_buffer_size() + queued + partial
+        partial = sys.getsizeof(self.protocol.reader.buffer)  # allocated, not just used
+        return self.transport.get_write_buffer_size() + self.inflight + queued + partial
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -546,8 +549,11 @@ class Gateway:
                         # more (send would wait for the close and leave the queue full).
                         continue
                     # Write buffer over its high-water mark: send() writes, then waits
-                    # until the peer reads; meanwhile nothing more is read from it.
+                    # until the peer reads; meanwhile nothing more is read from it, and
+                    # the message is held twice (here and in the write buffer).
+                    ws.inflight = size
                     await send(message)
+                    ws.inflight = 0
                 else:
                     # Room in the write buffer: write now, synchronously. broadcast() to
                     # one connection is send() without its per-message async context

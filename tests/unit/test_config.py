@@ -234,8 +234,8 @@ def test_memory_budget_rejects_what_is_not_a_size_in_range(raw: str):
         Config.from_env({"WS_MEMORY_BUDGET": raw})
 
 
-def test_memory_budget_defaults_to_half_the_cgroup_limit_per_worker(tmp_path, monkeypatch):
-    """With a cgroup limit, half of it split between workers; without one, 512 MiB."""
+def test_memory_budget_defaults_to_a_share_of_the_cgroup_limit_per_worker(tmp_path, monkeypatch):
+    """With a cgroup limit, 40% of it split between workers; without one, 512 MiB."""
     from server import config as config_module
 
     v2, v1 = tmp_path / "memory.max", tmp_path / "limit_in_bytes"
@@ -246,6 +246,7 @@ def test_memory_budget_defaults_to_half_the_cgroup_limit_per_worker(tmp_path, mo
     v1.write_text(f"{2**63 - 4096}\n")
     assert config_module.cgroup_memory_limit((str(tmp_path / "absent"), str(v1))) is None
     monkeypatch.setattr(config_module, "cgroup_memory_limit", lambda: 2**30)
-    assert Config.from_env({"WS_WORKERS": "2", "WS_PORT": "3000"}).memory_budget == 2**28
+    two_workers = Config.from_env({"WS_WORKERS": "2", "WS_PORT": "3000"})
+    assert two_workers.memory_budget == int(0.4 * 2**30) // 2
     monkeypatch.setattr(config_module, "cgroup_memory_limit", lambda: None)
     assert Config.from_env({}).memory_budget == 512 * 2**20
