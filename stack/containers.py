@@ -9,7 +9,7 @@ each restart, network change or :meth:`Service.refresh`; reading them costs no D
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -75,7 +75,7 @@ class Service:
         labels: dict[str, str] | None = None,
         *,
         also_on: Sequence[tuple[Network, Sequence[str]]] = (),
-        ports: Sequence[int] = (),
+        ports: Mapping[int, int | None] | None = None,
         volumes: dict[str, str] | None = None,
         tmpfs: dict[str, str] | None = None,
         command: Sequence[str] | None = None,
@@ -84,10 +84,11 @@ class Service:
         """Create and start ``image`` as ``name`` on ``network`` under ``aliases``.
 
         ``also_on`` lists more (network, aliases) to join right after the start (Docker API
-        1.41 attaches one network at creation). ``ports`` are published on 127.0.0.1 at
-        host ports Docker picks; ``volumes`` ({host path: container path}) are read-only;
-        ``tmpfs`` maps a path to Docker's option string (e.g. "size=16m,mode=1777").
-        ``kwargs`` are docker-py ``containers.create`` keywords (limits, security options:
+        1.41 attaches one network at creation). ``ports`` maps container ports to host
+        ports on 127.0.0.1 (None: one Docker picks, and picks again on each restart).
+        ``volumes`` ({host path: container path}) are read-only. ``tmpfs`` maps a path to
+        Docker's option string (e.g. "size=16m,mode=1777"). ``kwargs`` are docker-py
+        ``containers.create`` keywords (limits, security options:
         ``compose_file.runtime_kwargs``).
         """
         container = (
@@ -101,12 +102,12 @@ class Service:
         )
         if command is not None:
             container.with_command(list(command))
-        for port in ports:
+        for port, host_port in (ports or {}).items():
             # Debt, checked against testcontainers 4.15.0: with_bind_ports takes no host
             # address, and binding every interface would expose the gateway beyond this
             # machine. DockerContainer.start hands ``ports`` to docker-py unchanged, whose
-            # (host ip, None) form publishes on loopback at a port Docker picks.
-            container.ports[f"{port}/tcp"] = ("127.0.0.1", None)  # type: ignore[assignment]
+            # (host ip, port) form publishes on loopback (None: a port Docker picks).
+            container.ports[f"{port}/tcp"] = ("127.0.0.1", host_port)  # type: ignore[assignment]
         for path, options in (tmpfs or {}).items():
             # testcontainers 4.15.0 passes the value through as Docker's option string.
             container.with_tmpfs_mount(path, options)

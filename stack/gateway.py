@@ -14,6 +14,7 @@ removed by ``down()``, which ``with`` calls even when the body fails.
 
 from __future__ import annotations
 
+import socket
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -192,24 +193,34 @@ class GatewayStack:
             "SERVER_NAMES": "localhost 127.0.0.1 nginx",
             **self.options.nginx_env,
         }
-        ports = [NGINX_PORT]
         volumes = {}
         if self.options.tls_dir is not None:
-            ports.append(NGINX_TLS_PORT)
             volumes[str(self.options.tls_dir)] = "/etc/nginx/tls"
-        return Service.start(
-            "nginx",
-            self._images["nginx"],
-            f"{self.name}-nginx",
-            self.edge,
-            ["nginx"],
-            env,
-            self.labels,
-            also_on=[(self.backend, ["nginx"])],
-            ports=ports,
-            volumes=volumes,
-            **compose_file.runtime_kwargs("nginx"),
-        )
+        for attempt in range(5):
+            # A fixed host port, as compose publishes 8080: clients come back to the same
+            # URL after NGINX restarts (a port Docker picks changes on every restart).
+            ports = {NGINX_PORT: free_port()}
+            if self.options.tls_dir is not None:
+                ports[NGINX_TLS_PORT] = free_port()
+            try:
+                return Service.start(
+                    "nginx",
+                    self._images["nginx"],
+                    f"{self.name}-nginx",
+                    self.edge,
+                    ["nginx"],
+                    env,
+                    self.labels,
+                    also_on=[(self.backend, ["nginx"])],
+                    ports=ports,
+                    volumes=volumes,
+                    **compose_file.runtime_kwargs("nginx"),
+                )
+            except docker.errors.APIError as e:  # taken since free_port() looked: next one
+                if "port is already allocated" not in str(e) or attempt == 4:
+                    raise
+                remove_all_named(f"{self.name}-nginx")
+        raise AssertionError("unreachable")
 
     def replace_server(self) -> Service:
         """Start a new server container (a new address), then remove the old one."""
@@ -231,6 +242,19 @@ class GatewayStack:
     def reload_nginx(self) -> tuple[int, str]:
         """Test and re-read the rendered /tmp/nginx/nginx.conf (graceful: old workers drain)."""
         return self.nginx.exec(["wsgw-nginx", "reload"])
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the kernel's pick for port 0)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def remove_all_named(name: str) -> None:
+    """Remove the container called ``name`` if it exists (left by a failed start)."""
+    with suppress(docker.errors.NotFound):
+        client().containers.get(name).remove(force=True, v=True)
 
 
 def remove_all(name: str | None = None) -> int:
