@@ -115,14 +115,16 @@ def observability_wanted() -> bool:
     return "observability" in profiles or "*" in profiles
 
 
-def env_for_compose() -> dict[str, str]:
+def env_for_compose(observability: bool | None = None) -> dict[str, str]:
     """Environment that makes ``docker compose build`` use the same base images and wheels.
 
     The observability profile's bases too when COMPOSE_PROFILES asks for it (building them
     offline takes a minute; nobody waits for it otherwise).
     """
     env = compose_file.machine_settings()
-    apps = (SERVER, NGINX, *(OBSERVABILITY if observability_wanted() else ()))
+    if observability is None:
+        observability = observability_wanted()
+    apps = (SERVER, NGINX, *(OBSERVABILITY if observability else ()))
     for app in apps:
         base_ref = base_images.resolve(app.base)
         env[app.base.env_override] = base_ref
