@@ -52,6 +52,7 @@ SECTIONS = {
     "docs/security.md": ("Security", "Threat model", "Auditing dependencies"),
     "docs/deployment.md": ("Deployment beyond one machine", "Docker Swarm", "Kubernetes"),
     "docs/ci.md": ("Continuous integration",),
+    "docs/observability.md": ("Observability", "First queries", "Alerts"),
 }
 # Markdown whose relative links must resolve: every .md of the repository (README.md,
 # REQUIREMENTS.md, docs/, nginx/ ...) outside hidden and generated folders.
