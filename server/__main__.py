@@ -13,13 +13,17 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from .app import Gateway
 from .config import Config, ConfigError
 from .logs import configure_logging, log_event
+from .shared_metrics import SharedMetrics
 
 logger = logging.getLogger("server.__main__")  # not "__main__" under python -m
 
@@ -51,14 +55,30 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def serve_process(config: Config, worker: int = 0) -> int:
-    """Run one gateway in this process until SIGTERM/SIGINT; return the exit status."""
+def serve_process(config: Config, worker: int = 0, metrics_dir: Path | None = None) -> int:
+    """Run one gateway in this process until SIGTERM/SIGINT; return the exit status.
+
+    ``metrics_dir``: where the workers of one supervisor share their metrics (None: alone).
+    """
     with asyncio.Runner(loop_factory=loop_factory(config.event_loop)) as runner:
-        return runner.run(_serve(config, worker))
+        return runner.run(_serve(config, worker, metrics_dir))
 
 
-async def _serve(config: Config, worker: int) -> int:
+async def _serve(config: Config, worker: int, metrics_dir: Path | None = None) -> int:
     gateway = Gateway(config, worker=worker)
+    snapshots = None
+    if metrics_dir is not None:
+        shared = SharedMetrics(metrics_dir, worker, gateway.metrics)
+        gateway.http.render_metrics = shared.render
+        snapshots = asyncio.create_task(shared.run())
+    try:
+        return await _run(gateway, config)
+    finally:
+        if snapshots is not None:
+            snapshots.cancel()
+
+
+async def _run(gateway: Gateway, config: Config) -> int:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, gateway.request_stop, "SIGTERM")
     loop.add_signal_handler(
@@ -80,18 +100,29 @@ async def _serve(config: Config, worker: int) -> int:
     return 0
 
 
-def _worker_main(config: Config, worker: int) -> None:  # pragma: no cover - runs in a child
+def _worker_main(
+    config: Config, worker: int, metrics_dir: Path
+) -> None:  # pragma: no cover - runs in a child
     os.setpgid(0, 0)  # signals reach workers only through the supervisor
     configure_logging(config.log_format, config.log_level)
-    sys.exit(serve_process(config, worker))
+    sys.exit(serve_process(config, worker, metrics_dir))
 
 
 def supervise(config: Config) -> int:
     """Run ``config.workers`` processes sharing the port (SO_REUSEPORT); relay stop signals.
 
-    The kernel spreads new connections over the workers. Each worker has its own metrics
-    and limits (``WS_MAX_CONNECTIONS`` is per worker).
+    The kernel spreads new connections over the workers. Each worker has its own limits
+    (``WS_MAX_CONNECTIONS`` is per worker) and metrics, which any worker's /metrics answers
+    for all of them through a directory they share (server/shared_metrics.py).
     """
+    metrics_dir = Path(tempfile.mkdtemp(prefix="ws-metrics-"))
+    try:
+        return _supervise(config, metrics_dir)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _supervise(config: Config, metrics_dir: Path) -> int:
     context = multiprocessing.get_context("spawn")
     # A spawned child finds its target by module name. Under `python -m server` this module
     # is __main__, which multiprocessing does not re-import in the child for a package's
@@ -99,7 +130,7 @@ def supervise(config: Config) -> int:
     from server.__main__ import _worker_main as target
 
     workers = [
-        context.Process(target=target, args=(config, n), name=f"gateway-worker-{n}")
+        context.Process(target=target, args=(config, n, metrics_dir), name=f"gateway-worker-{n}")
         for n in range(config.workers)
     ]
     stopping = False

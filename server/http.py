@@ -17,7 +17,7 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from websockets.datastructures import Headers
@@ -139,6 +139,8 @@ class HttpEndpoints:
     def __init__(self, config: Config, metrics: Metrics) -> None:
         self.config = config
         self.metrics = metrics
+        # What /metrics answers: this process's metrics, or every worker's (shared_metrics).
+        self.render_metrics: Callable[[], str] = metrics.render
 
     def process_request(self, connection: HandshakeConnection, request: Request) -> Response | None:
         path = request.path.partition("?")[0]
@@ -180,7 +182,7 @@ class HttpEndpoints:
             else:
                 response = respond_json(connection, 200, {"status": "ready"})
         elif path == "/metrics":
-            response = respond(connection, 200, self.metrics.render(), METRICS_CONTENT_TYPE)
+            response = respond(connection, 200, self.render_metrics(), METRICS_CONTENT_TYPE)
         else:  # a WebSocket path without Upgrade: websocket
             response = respond(
                 connection,

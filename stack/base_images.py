@@ -37,15 +37,18 @@ DEBIAN_SUITE = os.environ.get("DEBIAN_SUITE", "sid")
 class BaseImage:
     """One base image: the official reference and the Debian recipe that replaces it."""
 
-    role: str  # "python" or "nginx"
+    role: str  # "python", "nginx", "prometheus", "nginx-exporter"
     official: str  # what the Dockerfile's BASE_IMAGE defaults to
     env_override: str  # environment variable that names another base image
     packages: tuple[str, ...]  # Debian packages of the equivalent image
     version_check: tuple[str, ...]  # a command whose success proves the version floor
+    # (link, target) symlinks that give a command the official image's name.
+    aliases: tuple[tuple[str, str], ...] = ()
 
     @property
     def recipe(self) -> str:
-        text = "\n".join([DEBIAN_SUITE, DEBIAN_MIRROR, *self.packages, *self.version_check])
+        links = [f"{link}->{target}" for link, target in self.aliases]
+        text = "\n".join([DEBIAN_SUITE, DEBIAN_MIRROR, *self.packages, *self.version_check, *links])
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     @property
@@ -74,7 +77,27 @@ NGINX = BaseImage(
         'dpkg --compare-versions "$v" ge 1.27.3 || { echo "nginx $v < 1.27.3" >&2; exit 1; }',
     ),
 )
+# The observability profile (docker compose --profile observability): Prometheus, whose
+# package also ships promtool (the alerting-rule tests run it), and NGINX's exporter.
+PROMETHEUS = BaseImage(
+    role="prometheus",
+    official="prom/prometheus:v3.5.0",
+    env_override="PROMETHEUS_BASE_IMAGE",
+    packages=("prometheus", "ca-certificates"),
+    version_check=("promtool", "--version"),
+)
+NGINX_EXPORTER = BaseImage(
+    role="nginx-exporter",
+    official="nginx/nginx-prometheus-exporter:1.4.2",
+    env_override="NGINX_EXPORTER_BASE_IMAGE",
+    packages=("prometheus-nginx-exporter", "ca-certificates"),
+    version_check=("nginx-prometheus-exporter", "--version"),
+    # Debian names the binary prometheus-nginx-exporter; the official image (and so our
+    # Dockerfile's ENTRYPOINT, which must also run on that shell-less image) the other way.
+    aliases=(("usr/bin/nginx-prometheus-exporter", "prometheus-nginx-exporter"),),
+)
 ALL = (PYTHON, NGINX)
+OBSERVABILITY = (PROMETHEUS, NGINX_EXPORTER)
 
 
 def lock(name: str) -> FileLock:
@@ -190,6 +213,8 @@ def build(base: BaseImage) -> None:
     with tempfile.TemporaryDirectory(prefix=f"wsgw-base-{base.role}-") as tmp:
         root = Path(tmp) / "root"
         _run_debootstrap(base, root)
+        for link, target in base.aliases:
+            (root / link).symlink_to(target)
         subprocess.run(["chroot", str(root), *base.version_check], check=True)
         _slim(root)
         tarball = Path(tmp) / "root.tar"

@@ -8,6 +8,7 @@ build arguments. Parallel pytest workers share one build through a file lock.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +34,12 @@ class AppImage:
 
 SERVER = AppImage("server", ROOT / "server", base_images.PYTHON)
 NGINX = AppImage("nginx", ROOT / "nginx", base_images.NGINX)
+# The observability profile (docker compose --profile observability).
+PROMETHEUS = AppImage("prometheus", ROOT / "observability" / "prometheus", base_images.PROMETHEUS)
+NGINX_EXPORTER = AppImage(
+    "nginx-exporter", ROOT / "observability" / "nginx-exporter", base_images.NGINX_EXPORTER
+)
+OBSERVABILITY = (PROMETHEUS, NGINX_EXPORTER)
 
 
 def context_digest(context: Path, extra: str = "") -> str:
@@ -102,10 +109,23 @@ def ensure_all() -> dict[str, str]:
     return {app.name: ensure(app) for app in (SERVER, NGINX)}
 
 
-def env_for_compose() -> dict[str, str]:
-    """Environment that makes ``docker compose build`` use the same base images and wheels."""
+def observability_wanted() -> bool:
+    """True when Compose will start the observability profile (COMPOSE_PROFILES names it)."""
+    profiles = os.environ.get("COMPOSE_PROFILES", "").replace(" ", "").split(",")
+    return "observability" in profiles or "*" in profiles
+
+
+def env_for_compose(observability: bool | None = None) -> dict[str, str]:
+    """Environment that makes ``docker compose build`` use the same base images and wheels.
+
+    The observability profile's bases too when COMPOSE_PROFILES asks for it (building them
+    offline takes a minute; nobody waits for it otherwise).
+    """
     env = compose_file.machine_settings()
-    for app in (SERVER, NGINX):
+    if observability is None:
+        observability = observability_wanted()
+    apps = (SERVER, NGINX, *(OBSERVABILITY if observability else ()))
+    for app in apps:
         base_ref = base_images.resolve(app.base)
         env[app.base.env_override] = base_ref
         if app is SERVER:

@@ -6,6 +6,7 @@ directory; they need the Compose binary, not the daemon, and start no container.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -57,3 +58,45 @@ def test_a_missing_required_variable_fails_with_compose_message(project) -> None
     """``${X:?message}`` unset: reading the settings fails with Compose's message."""
     with pytest.raises(compose_file.ComposeError, match="set WSGW_TEST_REQUIRED"):
         compose_file.config(project)
+
+
+# Settings the compose file fixes because they wire the services together.
+WIRING = {"WS_HOST", "WS_PORT", "UPSTREAM_HOST", "UPSTREAM_PORT"}
+# Container variable -> the .env name that sets it, where they differ.
+COMPOSE_NAMES = {"WORKER_PROCESSES": "NGINX_WORKER_PROCESSES"}
+
+
+def documented(heading: str) -> list[str]:
+    """The variables of the table under ``heading`` in docs/configuration.md."""
+    text = (compose_file.ROOT / "docs" / "configuration.md").read_text()
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return [name for name in re.findall(r"^\| `(\w+)` \|", section, re.M) if name not in WIRING]
+
+
+def test_every_documented_setting_reaches_its_container_from_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each server and NGINX variable docs/configuration.md documents, set in .env to a
+    value of its own, is in that service's environment as Compose resolves it."""
+    if shutil.which("docker") is None:
+        pytest.skip("the docker CLI (with Compose) is not installed here")
+    shutil.copy(compose_file.COMPOSE_FILE, tmp_path / "docker-compose.yaml")
+    wanted = {
+        "server": documented("Server (`server/config.py`)"),
+        "nginx": documented("NGINX (`nginx/entrypoint.sh`)"),
+    }
+    assert len(wanted["server"]) >= 15 and len(wanted["nginx"]) >= 18
+    lines = []
+    for names in wanted.values():
+        for name in names:
+            env_name = COMPOSE_NAMES.get(name, name)
+            monkeypatch.delenv(env_name, raising=False)
+            lines.append(f"{env_name}=set-by-env-{name}")
+    (tmp_path / ".env").write_text("\n".join(lines) + "\n")
+    missing = [
+        f"{service}: {name}"
+        for service, names in wanted.items()
+        for name in names
+        if compose_file.environment(service, tmp_path).get(name) != f"set-by-env-{name}"
+    ]
+    assert missing == []

@@ -52,6 +52,7 @@ SECTIONS = {
     "docs/security.md": ("Security", "Threat model", "Auditing dependencies"),
     "docs/deployment.md": ("Deployment beyond one machine", "Docker Swarm", "Kubernetes"),
     "docs/ci.md": ("Continuous integration",),
+    "docs/observability.md": ("Observability", "First queries", "Alerts"),
 }
 # Markdown whose relative links must resolve: every .md of the repository (README.md,
 # REQUIREMENTS.md, docs/, nginx/ ...) outside hidden and generated folders.
@@ -212,17 +213,69 @@ def test_every_nginx_setting_is_documented() -> None:
     assert not problems, "\n".join(problems)
 
 
+# Compose files whose ${VARIABLE:-default}s users set from the shell or .env.
+COMPOSE_FILES = ("docker-compose.yaml", "docker-compose.tls.yaml")
+# Settings docker-compose.yaml fixes instead of passing through: they wire the services to
+# each other (NGINX's upstream, the server's health check and Prometheus's target).
+WIRING = ("WS_HOST", "WS_PORT", "UPSTREAM_HOST", "UPSTREAM_PORT")
+# Settings whose compose variable has another name (NGINX's default differs in compose).
+COMPOSE_NAMES = {"WORKER_PROCESSES": "NGINX_WORKER_PROCESSES"}
+
+
+def compose_variables() -> dict[str, str]:
+    """Each ${VARIABLE:-default} of the compose files -> its default."""
+    found: dict[str, str] = {}
+    for path in COMPOSE_FILES:
+        for name, default in re.findall(r"\$\{(\w+):-([^}]*)\}", text(path)):
+            found.setdefault(name, default)
+    return found
+
+
 def test_every_compose_variable_is_documented() -> None:
-    """Each ${VARIABLE:-default} of docker-compose.yaml has a row in the compose table."""
-    compose = (ROOT / "docker-compose.yaml").read_text()
-    variables = dict(re.findall(r"\$\{(\w+):-([^}]*)\}", compose))
+    """Each ${VARIABLE:-default} of the compose files is documented with that default: a
+    server or NGINX setting in its table (the compose default is the container's own, or
+    empty to let the container derive it), any other in the compose table."""
+    settings = {**server_settings(), **nginx_settings()}
     rows = table_rows(CONFIGURATION, "Compose (`docker-compose.yaml`)")
-    problems = [
-        f"{name}: {'no row' if name not in rows else f'default {default!r} missing'}"
-        for name, default in variables.items()
-        if name not in rows or f"`{default}`" not in rows[name]
-    ]
+    problems = []
+    for name, default in compose_variables().items():
+        if name in settings and name not in rows:
+            if default not in ("", settings[name]):
+                problems.append(f"{name}: compose default {default!r} != {settings[name]!r}")
+        elif name not in rows:
+            problems.append(f"{name}: no row")
+        elif f"`{default}`" not in rows[name]:
+            problems.append(f"{name}: default {default!r} missing")
     assert not problems, "\n".join(problems)
+
+
+def test_every_documented_setting_passes_through_compose() -> None:
+    """Each server and NGINX setting can be set from .env: docker-compose.yaml passes it as
+    ${VARIABLE:-default} (but for the few that wire the services together)."""
+    documented = [
+        *table_rows(CONFIGURATION, "Server (`server/config.py`)"),
+        *table_rows(CONFIGURATION, "NGINX (`nginx/entrypoint.sh`)"),
+    ]
+    variables = compose_variables()
+    missing = [
+        name
+        for name in documented
+        if name not in ("Variable", "---", *WIRING)
+        and COMPOSE_NAMES.get(name, name) not in variables
+    ]
+    assert missing == []
+
+
+def test_env_example_lists_every_compose_variable() -> None:
+    """.env.example names each compose variable once, with its default, and nothing else."""
+    listed = dict(re.findall(r"^#? ?(\w+)=(.*)$", text(".env.example"), re.M))
+    for compose_own in ("COMPOSE_FILE", "COMPOSE_PROFILES"):  # Compose's, shown as examples
+        listed.pop(compose_own, None)
+    variables = compose_variables()
+    assert sorted(variables.keys() - listed.keys()) == [], "not in .env.example"
+    assert sorted(listed.keys() - variables.keys()) == [], "in .env.example, not in compose"
+    wrong = {name: value for name, value in listed.items() if value.strip('"') != variables[name]}
+    assert wrong == {}, "defaults in .env.example differ from the compose files'"
 
 
 def test_every_metric_is_documented() -> None:

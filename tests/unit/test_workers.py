@@ -20,6 +20,7 @@ from pathlib import Path
 from websockets.sync.client import connect
 
 from stack import prometheus
+from stack.waits import until
 
 from .helpers import kill_workers, worker_pids
 
@@ -36,6 +37,15 @@ def echo(url: str, message: str) -> str:
     with connect(url, open_timeout=5, close_timeout=2) as ws:
         ws.send(message)
         return ws.recv(timeout=5)
+
+
+def received(samples: prometheus.Samples) -> dict[str, float]:
+    """Text messages received, by worker."""
+    out: dict[str, float] = {}
+    for labels, value in samples.labelled("ws_messages_total"):
+        if labels["direction"] == "in":
+            out[labels["worker"]] = out.get(labels["worker"], 0) + value
+    return out
 
 
 def wait_for_both_workers(port: int, deadline: float) -> None:
@@ -86,6 +96,13 @@ def test_two_workers_serve_one_port_and_stop_cleanly_on_sigterm() -> None:
         wait_for_both_workers(port, deadline)
         for n in range(20):  # the kernel spreads these over both workers
             assert echo(url, f"message {n}") == f"message {n}"
+        # Any worker's /metrics counts every worker's messages, labelled by worker.
+        until(
+            lambda: received(prometheus.fetch(f"http://127.0.0.1:{port}/metrics")),
+            "21 messages in one scrape of /metrics",
+            timeout=10,
+            accept=lambda by_worker: sum(by_worker.values()) == 21 and len(by_worker) == 2,
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
