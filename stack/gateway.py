@@ -14,7 +14,6 @@ removed by ``down()``, which ``with`` calls even when the body fails.
 
 from __future__ import annotations
 
-import socket
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from websockets.sync.client import connect
 from stack import compose_file, images
 from stack.containers import Service
 from stack.docker_client import client, image_exists
+from stack.ports import free_port
 from stack.waits import http_ok, until
 
 LABEL = "io.websocket-gateway.stack"
@@ -242,13 +242,6 @@ class GatewayStack:
     def reload_nginx(self) -> tuple[int, str]:
         """Test and re-read the rendered /tmp/nginx/nginx.conf (graceful: old workers drain)."""
         return self.nginx.exec(["wsgw-nginx", "reload"])
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now (the kernel's pick for port 0)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def remove_all_named(name: str) -> None:

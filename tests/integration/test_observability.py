@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import urllib.parse
 import urllib.request
@@ -17,15 +16,10 @@ from websockets.sync.client import connect
 
 from stack import images
 from stack.compose_file import COMPOSE_FILE
+from stack.ports import free_port
 from stack.waits import until
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

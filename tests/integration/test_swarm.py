@@ -8,13 +8,13 @@ started in.
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import Iterator
 
 import pytest
 from websockets.sync.client import connect
 
 from stack import base_images, swarm
+from stack.ports import free_port
 
 REPLICAS = 3
 CONNECTIONS = 9
@@ -22,12 +22,6 @@ METRICS = (
     "import urllib.request;"
     "print(urllib.request.urlopen('http://127.0.0.1:3000/metrics', timeout=3).read().decode())"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def active_connections(container: str) -> int:

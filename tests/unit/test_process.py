@@ -11,6 +11,8 @@ import subprocess
 import pytest
 from websockets.asyncio.client import connect
 
+from stack.ports import free_port
+
 from .helpers import (
     ROOT,
     RawClient,
@@ -156,12 +158,6 @@ async def test_text_log_format_and_uvloop():
         if process.returncode is None:
             process.kill()
             await process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 async def test_stop_while_workers_start_is_a_clean_exit():

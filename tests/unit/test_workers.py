@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,17 +19,12 @@ from pathlib import Path
 from websockets.sync.client import connect
 
 from stack import prometheus
+from stack.ports import free_port
 from stack.waits import until
 
 from .helpers import kill_workers, worker_pids
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def echo(url: str, message: str) -> str:
