@@ -439,6 +439,8 @@ class Gateway:
         ws.opened_at = loop.time()
         self.connections.add(ws)
         self.metrics.connections_total += 1
+        per_client = self.metrics.client_connections
+        per_client[ws.client] = per_client.get(ws.client, 0) + 1
         log_event(
             logger,
             logging.INFO,
@@ -482,6 +484,11 @@ class Gateway:
             if ws.protocol.state is not CLOSED:  # only when cancelled: don't leak the socket
                 ws.transport.abort()
             self.connections.discard(ws)
+            left = per_client[ws.client] - 1
+            if left:
+                per_client[ws.client] = left
+            else:
+                del per_client[ws.client]
             self._closed(ws, loop.time())
 
     async def _echo(self, ws: GatewayConnection) -> None:

@@ -39,6 +39,7 @@ class Metrics:
         "binary_bytes_out",
         "binary_in",
         "binary_out",
+        "client_connections",
         "closes",
         "connections_active",
         "connections_total",
@@ -67,6 +68,7 @@ class Metrics:
         self.max_connections = max_connections
         self.memory_budget = memory_budget
         self.memory_held = 0  # at the last check, by connections that stopped reading
+        self.client_connections: dict[str | None, int] = {}  # open WebSockets per client
         self.draining = False
         self.connections_active = 0
         self.connections_total = 0
@@ -137,6 +139,14 @@ class Metrics:
                 "gauge",
                 "Open WebSocket connections.",
                 [("", self.connections_active)],
+            )
+        )
+        add(
+            _family(
+                "ws_client_connections_max",
+                "gauge",
+                "Most open WebSockets from one client address (X-Real-IP behind NGINX).",
+                [("", max(self.client_connections.values(), default=0))],
             )
         )
         add(

@@ -281,3 +281,14 @@ async def test_application_close_codes_make_one_series_per_range(gateway: Gatewa
     assert metric(text, "ws_closes_total", code="3xxx") == 2
     assert metric(text, "ws_closes_total", code="4xxx") == 3
     assert 'code="4001"' not in text
+
+
+async def test_most_connections_from_one_client_is_a_gauge(gateway: Gateway):
+    """ws_client_connections_max counts the open WebSockets of the busiest client address."""
+    async with connect(gateway.url), connect(gateway.url), connect(gateway.url):
+        await wait_until(lambda: gateway.metrics.connections_active == 3)
+        _, _, body = await http_request(gateway.port, "/metrics")
+        assert metric(body.decode(), "ws_client_connections_max") == 3
+    await wait_until(lambda: not gateway.metrics.client_connections, what="all three gone")
+    _, _, body = await http_request(gateway.port, "/metrics")
+    assert metric(body.decode(), "ws_client_connections_max") == 0
