@@ -17,6 +17,7 @@ import signal
 import sys
 from collections.abc import Callable, Mapping
 
+from . import logs
 from .app import Gateway
 from .config import Config, ConfigError
 from .logs import configure_logging, log_event
@@ -53,8 +54,11 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def serve_process(config: Config, worker: int = 0) -> int:
     """Run one gateway in this process until SIGTERM/SIGINT; return the exit status."""
-    with asyncio.Runner(loop_factory=loop_factory(config.event_loop)) as runner:
-        return runner.run(_serve(config, worker))
+    try:
+        with asyncio.Runner(loop_factory=loop_factory(config.event_loop)) as runner:
+            return runner.run(_serve(config, worker))
+    finally:
+        logs.flush()  # what the last loop turns logged, before the process ends
 
 
 async def _serve(config: Config, worker: int) -> int:
