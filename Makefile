@@ -14,8 +14,11 @@ test: images
 lint: setup
 	.venv/bin/python -m pytest -n auto tests/lint
 
-# Compose builds with the same base images (official, or our Debian ones offline).
+# Compose builds with the same base images (official, or our Debian ones offline). Once
+# NGINX answers, a check from the host says whether the published port works (a dead
+# docker-proxy is invisible to the containers' own health checks).
 up: images
+	(.venv/bin/python -m stack check-port --wait 300 --port $${GATEWAY_PORT:-8080} || true) &
 	eval "$$(.venv/bin/python -m stack compose-env)" && DOCKER_BUILDKIT=0 docker compose up --build
 
 down:

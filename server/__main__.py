@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from . import logs
 from .app import Gateway
 from .config import Config, ConfigError
 from .logs import configure_logging, log_event
@@ -60,8 +61,11 @@ def serve_process(config: Config, worker: int = 0, metrics_dir: Path | None = No
 
     ``metrics_dir``: where the workers of one supervisor share their metrics (None: alone).
     """
-    with asyncio.Runner(loop_factory=loop_factory(config.event_loop)) as runner:
-        return runner.run(_serve(config, worker, metrics_dir))
+    try:
+        with asyncio.Runner(loop_factory=loop_factory(config.event_loop)) as runner:
+            return runner.run(_serve(config, worker, metrics_dir))
+    finally:
+        logs.flush()  # what the last loop turns logged, before the process ends
 
 
 async def _serve(config: Config, worker: int, metrics_dir: Path | None = None) -> int:

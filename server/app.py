@@ -32,7 +32,7 @@ from websockets.server import ServerProtocol
 
 from .config import Config
 from .http import HttpEndpoints
-from .logs import log_event, preview
+from .logs import log_event, message_logger, preview
 from .metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -507,6 +507,7 @@ class Gateway:
         m = self.metrics
         observe_size = m.observe_size
         log_messages = self.config.log_messages and logger.isEnabledFor(logging.INFO)
+        log_message = message_logger(logger)
         rate = self.config.max_messages_per_second
         clock = asyncio.get_running_loop().time
         # The bucket holds one second's worth, and never less than one message, so a rate
@@ -539,33 +540,37 @@ class Gateway:
                         await self._close(ws, CloseCode.POLICY_VIOLATION, RATE_LIMIT_REASON)
                         return
                     tokens -= 1.0
-                if log_messages:
-                    log_event(
-                        logger,
-                        logging.INFO,
-                        "message_received",
-                        conn=ws.conn_id,
-                        seq=msgs_in,
-                        type="text" if is_text else "binary",
-                        size=size,
-                        preview=preview(message),
-                    )
-                if ws.paused or protocol.state is not OPEN:
-                    if m.draining and protocol.state is not OPEN:
-                        # We sent 1001: read on to reach the peer's close frame, echo no
-                        # more (send would wait for the close and leave the queue full).
-                        continue
-                    # Write buffer over its high-water mark: send() writes, then waits
-                    # until the peer reads; meanwhile nothing more is read from it, and
-                    # the message is held twice (here and in the write buffer).
-                    ws.inflight = size
-                    await send(message)
-                    ws.inflight = 0
-                else:
-                    # Room in the write buffer: write now, synchronously. broadcast() to
-                    # one connection is send() without its per-message async context
-                    # manager, about 1 us less CPU per message.
-                    broadcast(conns, message, raise_exceptions=True)
+                # One line per message: message_echoed once it is echoed, message_received
+                # if it never is (the connection closes first).
+                echoed = False
+                try:
+                    if ws.paused or protocol.state is not OPEN:
+                        if m.draining and protocol.state is not OPEN:
+                            # We sent 1001: read on to reach the peer's close frame, echo
+                            # no more (send would wait for the close, the queue stay full).
+                            continue
+                        # Write buffer over its high-water mark: send() writes, then waits
+                        # until the peer reads; meanwhile nothing more is read from it,
+                        # and the message is held twice (here and in the write buffer).
+                        ws.inflight = size
+                        await send(message)
+                        ws.inflight = 0
+                    else:
+                        # Room in the write buffer: write now, synchronously. broadcast()
+                        # to one connection is send() without its per-message async
+                        # context manager, about 1 us less CPU per message.
+                        broadcast(conns, message, raise_exceptions=True)
+                    echoed = True
+                finally:
+                    if log_messages:
+                        log_message(
+                            "message_echoed" if echoed else "message_received",
+                            ws.conn_id,
+                            msgs_in,
+                            "text" if is_text else "binary",
+                            size,
+                            preview(message),
+                        )
                 if is_text:
                     m.text_out += 1
                     m.text_bytes_out += size
@@ -574,16 +579,6 @@ class Gateway:
                     m.binary_bytes_out += size
                 msgs_out += 1
                 bytes_out += size
-                if log_messages:
-                    log_event(
-                        logger,
-                        logging.INFO,
-                        "message_echoed",
-                        conn=ws.conn_id,
-                        seq=msgs_in,
-                        type="text" if is_text else "binary",
-                        size=size,
-                    )
         finally:
             ws.msgs_in, ws.msgs_out, ws.bytes_in, ws.bytes_out = (
                 msgs_in,

@@ -3,19 +3,38 @@
 Code in this package logs with ``log_event(logger, level, "event_name", key=value, ...)``;
 only ``server.__main__`` calls :func:`configure_logging`. Both formatters escape every value,
 so message content can never start a new line or forge a field.
+
+Lines go to stdout through :class:`LineWriter`: kept in memory and written once per event
+loop turn, without ever blocking the loop. A log consumer that stops reading (a full pipe)
+cannot stall echoing: past ``LOG_BUFFER_BYTES`` new lines are dropped and counted
+(``ws_log_lines_dropped_total``), and once the consumer reads again one ``log_lines_dropped``
+line says how many. The per-message line (:func:`message_logger`) skips ``logging``'s
+record machinery: it is most of the lines when ``WS_LOG_MESSAGES`` is on.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import errno
 import json
 import logging
+import os
 import re
+import select
+import stat
 import sys
+import time
 import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 PREVIEW_CHARS = 64
+# Lines waiting for a consumer that stopped reading; beyond it lines are dropped and counted.
+LOG_BUFFER_BYTES = 1 << 20
+# At exit, how long to wait for a slow consumer to take what is still buffered, seconds.
+EXIT_FLUSH_TIMEOUT = 2.0
 
 # Keys every JSON line starts with; event fields never overwrite them.
 _RESERVED = frozenset({"ts", "level", "logger", "event", "pid"})
@@ -45,6 +64,17 @@ def _timestamp(created: float) -> str:
         .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z")
     )
+
+
+_last_stamp: list[Any] = [-1, ""]  # (millisecond, its timestamp): many lines share one
+
+
+def _now_stamp() -> str:
+    now = time.time()
+    ms = int(now * 1000)
+    if ms != _last_stamp[0]:
+        _last_stamp[0], _last_stamp[1] = ms, _timestamp(ms / 1000)
+    return _last_stamp[1]
 
 
 def _error(record: logging.LogRecord) -> str | None:
@@ -89,21 +119,28 @@ class _Formatter(logging.Formatter):
                 out["traceback"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
         return out
 
+    def format(self, record: logging.LogRecord) -> str:
+        return self.render(self.fields(record))
+
+    def render(self, fields: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+
+_json_line = json.JSONEncoder(ensure_ascii=True, default=str, separators=(",", ":")).encode
+_json_string = json.encoder.encode_basestring_ascii  # a str as a quoted, escaped JSON string
+
 
 class JsonFormatter(_Formatter):
     """One JSON object per line; ``json.dumps`` escapes control and non-ASCII characters."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(
-            self.fields(record), ensure_ascii=True, default=str, separators=(",", ":")
-        )
+    def render(self, fields: dict[str, Any]) -> str:
+        return _json_line(fields)
 
 
 class TextFormatter(_Formatter):
     """``ts level event key=value ...``; values that are not plain tokens are JSON-quoted."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        fields = self.fields(record)
+    def render(self, fields: dict[str, Any]) -> str:
         head = f"{fields.pop('ts')} {fields.pop('level'):<7} {_text_value(fields.pop('event'))}"
         return " ".join([head, *(f"{key}={_text_value(value)}" for key, value in fields.items())])
 
@@ -124,6 +161,209 @@ def _text_value(value: Any) -> str:
     return json.dumps(text, ensure_ascii=True)
 
 
+class LineWriter(logging.Handler):
+    """Formats records into lines kept in memory, written to ``stream`` without blocking.
+
+    In a running event loop, the lines of one loop turn are written together by one
+    ``os.write`` at the end of the turn; elsewhere (start-up, the supervisor) at once. A pipe
+    or socket is made non-blocking (``O_NONBLOCK``); when it is full, the rest waits until
+    it is writable again (``loop.add_writer``) and lines beyond ``limit`` bytes are dropped
+    and counted. A terminal is never made non-blocking (the flag would leak to the shell
+    sharing it) and a regular file does not need it: both are written with plain writes.
+    """
+
+    def __init__(self, stream: TextIO, formatter: _Formatter, limit: int = LOG_BUFFER_BYTES):
+        super().__init__()
+        self.setFormatter(formatter)
+        self.render = formatter.render
+        self.stream = stream
+        self.limit = limit
+        self.lines: list[str] = []  # not yet encoded
+        self.size = 0  # characters in lines plus bytes in pending
+        self.pending = b""  # encoded, not yet taken by the stream
+        self.dropped = 0  # lines dropped since the last log_lines_dropped line
+        self.dropped_total = 0
+        self.scheduled: asyncio.AbstractEventLoop | None = None  # a flush is due in this loop
+        self.waiting: asyncio.AbstractEventLoop | None = None  # add_writer is registered
+        try:
+            self.fd: int | None = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            self.fd = None  # a StringIO (tests): written as text, at once
+        if self.fd is not None:
+            mode = os.fstat(self.fd).st_mode
+            if (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)) and not os.isatty(self.fd):
+                os.set_blocking(self.fd, False)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.line(self.format(record))
+        except Exception:  # pragma: no cover - logging's own contract: never raise
+            self.handleError(record)
+
+    def line(self, text: str) -> None:
+        """Queue one line (without its newline); written at the end of this loop turn."""
+        if self.size > self.limit:
+            self.dropped += 1
+            self.dropped_total += 1
+            return
+        self.lines.append(text)
+        self.size += len(text) + 1
+        if self.scheduled is None and self.waiting is None:
+            loop = asyncio._get_running_loop()
+            if loop is None:
+                self.write_some()
+            else:
+                self.scheduled = loop
+                loop.call_soon(self._turn_ended)
+
+    def _turn_ended(self) -> None:
+        self.scheduled = None
+        self.write_some()
+
+    def write_some(self) -> bool:
+        """Write what the stream takes now; True when nothing is left."""
+        while True:
+            if self.lines:
+                chunk = "\n".join(self.lines) + "\n"
+                self.lines.clear()
+                if self.fd is None:
+                    self.stream.write(chunk)
+                    self.stream.flush()
+                else:
+                    self.pending += chunk.encode("ascii", "backslashreplace")
+            while self.pending:
+                try:
+                    written = os.write(self.fd, self.pending)  # type: ignore[arg-type]
+                except BlockingIOError:
+                    self.size = len(self.pending)
+                    self._wait_writable()
+                    return False
+                except OSError as exc:  # the reader is gone (EPIPE): nothing can be written
+                    if exc.errno not in (errno.EPIPE, errno.EBADF, errno.EIO):
+                        raise
+                    self.pending = b""
+                    break
+                self.pending = self.pending[written:]
+            self.size = 0
+            if not self.dropped:
+                return True
+            # Writable again after dropping: say how many, in the order they were lost.
+            dropped, self.dropped = self.dropped, 0
+            self.lines.append(
+                self.render(self._fields("log_lines_dropped", logging.WARNING, dropped))
+            )
+
+    def _fields(self, event: str, level: int, dropped: int) -> dict[str, Any]:
+        return {
+            "ts": _now_stamp(),
+            "level": logging.getLevelName(level),
+            "logger": __name__,
+            "pid": os.getpid(),
+            "event": event,
+            "dropped": dropped,
+        }
+
+    def _wait_writable(self) -> None:
+        loop = asyncio._get_running_loop()
+        if loop is not None and self.waiting is None:
+            self.waiting = loop
+            loop.add_writer(self.fd, self._writable)  # type: ignore[arg-type]
+
+    def _writable(self) -> None:
+        if self.write_some() and self.waiting is not None:
+            self.waiting.remove_writer(self.fd)  # type: ignore[arg-type]
+            self.waiting = None
+
+    def flush(self, timeout: float = EXIT_FLUSH_TIMEOUT) -> None:
+        """Write everything buffered, waiting up to ``timeout`` seconds for a slow reader.
+
+        Called at drain end and at exit (``logging.shutdown``); what a consumer that stopped
+        reading does not take in time is dropped and counted.
+        """
+        if self.waiting is not None:
+            with contextlib.suppress(RuntimeError, ValueError):  # the loop may be closed
+                self.waiting.remove_writer(self.fd)  # type: ignore[arg-type]
+            self.waiting = None
+        self.scheduled = None  # a loop that ended with a write still due
+        deadline = time.monotonic() + timeout
+        while not self.write_some():
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([], [self.fd], [], left)[1]:
+                self.dropped_total += self.pending.count(b"\n")
+                self.pending, self.size = b"", 0
+                return
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
+
+
+_writer: LineWriter | None = None
+
+
+def lines_dropped() -> int:
+    """Log lines dropped in this process because the consumer did not keep up."""
+    return _writer.dropped_total if _writer is not None else 0
+
+
+def flush() -> None:
+    """Write every buffered line now (drain end, exit), waiting a little for the consumer."""
+    if _writer is not None:
+        _writer.flush()
+
+
+def message_logger(logger: logging.Logger) -> Callable[..., None]:
+    """``log(event, conn, seq, kind, size, preview)``: one INFO line per message.
+
+    With :func:`configure_logging`'s writer the line is built straight from its fields
+    (what a ``LogRecord`` and ``Formatter`` would produce, about 4x cheaper); otherwise (tests
+    with ``caplog``, embedding) through :func:`log_event`.
+    """
+    writer = _writer
+    if writer is None or logging.getLogger().handlers != [writer]:
+
+        def slow(event: str, conn: str, seq: int, kind: str, size: int, text: str) -> None:
+            log_event(
+                logger, logging.INFO, event, conn=conn, seq=seq, type=kind, size=size, preview=text
+            )
+
+        return slow
+    line, render, name, pid = writer.line, writer.render, logger.name, os.getpid()
+    if not isinstance(writer.formatter, JsonFormatter):
+        # The text format: the formatter's own rendering, from a dict.
+        def text(event: str, conn: str, seq: int, kind: str, size: int, preview: str) -> None:
+            line(
+                render(
+                    {
+                        "ts": _now_stamp(),
+                        "level": "INFO",
+                        "logger": name,
+                        "pid": pid,
+                        "event": event,
+                        "conn": conn,
+                        "seq": seq,
+                        "type": kind,
+                        "size": size,
+                        "preview": preview,
+                    }
+                )
+            )
+
+        return text
+    # JSON: what JsonFormatter writes, key for key. Only the preview can carry content; it
+    # is escaped like every JSON value (control, non-ASCII, quote and backslash); the other
+    # values are this server's own (event names, a hex id, numbers, "text"/"binary").
+    head = f'","level":"INFO","logger":"{name}","pid":{pid},"event":"'
+
+    def json_line(event: str, conn: str, seq: int, kind: str, size: int, preview: str) -> None:
+        line(
+            f'{{"ts":"{_now_stamp()}{head}{event}","conn":"{conn}","seq":{seq},'
+            f'"type":"{kind}","size":{size},"preview":{_json_string(preview)}}}'
+        )
+
+    return json_line
+
+
 def configure_logging(
     log_format: str = "json", level: str = "INFO", stream: TextIO | None = None
 ) -> logging.Handler:
@@ -133,15 +373,21 @@ def configure_logging(
     ("connection open", "server listening") duplicate ours, and their rare errors are
     rendered as one line without traceback like everything else.
     """
+    global _writer
     numeric = logging.getLevelName(level)
     formatter_cls = JsonFormatter if log_format == "json" else TextFormatter
-    handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
-    handler.setFormatter(formatter_cls(tracebacks=numeric <= logging.DEBUG))
+    handler = LineWriter(
+        stream if stream is not None else sys.stdout,
+        formatter_cls(tracebacks=numeric <= logging.DEBUG),
+    )
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        if old is _writer:
+            old.flush()
     root.addHandler(handler)
     root.setLevel(numeric)
     for name in ("websockets", "asyncio"):
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+    _writer = handler
     return handler

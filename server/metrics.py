@@ -12,6 +12,8 @@ import time
 from bisect import bisect_left
 from collections.abc import Iterable
 
+from . import logs
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # Upper bounds (le) of the message-size histogram, in bytes.
@@ -168,6 +170,14 @@ class Metrics:
                 "gauge",
                 "Bytes held for clients that stopped reading (queues and buffers), last check.",
                 [("", self.memory_held)],
+            )
+        )
+        add(
+            _family(
+                "ws_log_lines_dropped_total",
+                "counter",
+                "Log lines dropped because stdout's reader did not keep up.",
+                [("", logs.lines_dropped())],
             )
         )
         add(

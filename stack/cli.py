@@ -2,7 +2,10 @@
 
 python -m stack images            build (or find) both images, print their tags
 python -m stack up [--name N]     start a stack and leave it running; prints its URLs
-python -m stack status            list the stacks on this machine
+python -m stack status            list the stacks on this machine, and whether the
+                                  published NGINX ports answer from the host
+python -m stack check-port [--wait S] [--port P]
+                                  just the published-port check (exit 1: one is dead)
 python -m stack logs N [server|nginx]
 python -m stack down [N | --all]  remove a stack (or every stack)
 python -m stack compose-env       shell exports that make `docker compose` build offline
@@ -16,7 +19,7 @@ import sys
 
 from testcontainers.core.config import testcontainers_config
 
-from stack import gateway, images
+from stack import gateway, images, published
 from stack.docker_client import client
 
 
@@ -48,7 +51,13 @@ def _status(args: argparse.Namespace) -> int:
         )
         states = ", ".join(f"{c.name}={c.status}" for c in containers)
         print(f"{name}: {states}")
+    for line in published.report():
+        print(line)
     return 0
+
+
+def _check_port(args: argparse.Namespace) -> int:
+    return published.main(args.wait, args.port)
 
 
 def _logs(args: argparse.Namespace) -> int:
@@ -85,6 +94,12 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--name", help="stack name (default: wsgw-<random>)")
     up.set_defaults(run=_up)
     sub.add_parser("status", help="list the stacks on this machine").set_defaults(run=_status)
+    check = sub.add_parser(
+        "check-port", help="whether every published NGINX port answers from the host"
+    )
+    check.add_argument("--wait", type=float, default=0.0, help="seconds to wait for it (0)")
+    check.add_argument("--port", type=int, help="only this host port (default: every one)")
+    check.set_defaults(run=_check_port)
     logs = sub.add_parser("logs", help="print a stack's container logs")
     logs.add_argument("name")
     logs.add_argument("role", nargs="?", choices=["server", "nginx"])

@@ -29,8 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--phases",
-        default="throughput,latency,memory,capacity",
-        help="comma-separated: throughput, latency, memory, capacity (default: all)",
+        default="throughput,latency,memory,capacity,published",
+        help="comma-separated: throughput, latency, memory, capacity, published "
+        "(idle connections through the published port; default: all)",
     )
     p.add_argument(
         "--only",
@@ -81,6 +82,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         type=float,
         default=10.0,
         help="capacity: server heartbeat interval, WS_PING_INTERVAL (10 s)",
+    )
+    p.add_argument(
+        "--published-capacity",
+        type=int,
+        default=6000,
+        help="published: idle connections to ramp to through 127.0.0.1:<port> (6000)",
     )
     p.add_argument(
         "--server-env",

@@ -139,6 +139,46 @@ def run(session: Session) -> dict[str, Any]:
     return result
 
 
+def run_published(session: Session) -> dict[str, Any]:
+    """Idle connections through NGINX's published 127.0.0.1 port: the host user's path.
+
+    On an engine with its userland proxy on (the default), every connection goes through
+    ``docker-proxy`` (two sockets and two splice pipes each, against its own descriptor
+    limit). The ramp stops where handshakes start failing; afterwards a new connection
+    shows whether the port still answers at all.
+    """
+    s = session.settings
+    target, step = s.published_capacity, max(1, s.published_capacity // 10)
+    setup = setup_for(s)
+    stack = session.stack(setup)
+    result: dict[str, Any] = {"target": target, "steps": [], "port": stack.port}
+    try:
+        containers = Containers({"server": stacks.server_ids(stack), "nginx": [stack.nginx.id]})
+        limits = {role: compose_file.memory_limit(role) for role in ("server", "nginx")}
+        targets = [("127.0.0.1", stack.port, "localhost")]
+        with ClientPool(s.clients) as pool:
+            opened, reason = _ramp(
+                session, pool, containers, limits, targets, result, target, step, "published port"
+            )
+            result["held"] = sum(r["open"] for r in pool.call({"op": "status"}, timeout=60))
+            result["limit"] = reason
+            result["port_answers"] = _answers(stack)
+            pool.call({"op": "close", "within": 30}, timeout=120)
+        result["reached"] = opened
+        result["port_answers_after_close"] = _answers(stack)
+    finally:
+        stack.down()
+    return result
+
+
+def _answers(stack: GatewayStack) -> bool:
+    """Whether a new WebSocket through the published port echoes."""
+    try:
+        return GatewayStack.echo_once(stack.url)
+    except Exception:
+        return False
+
+
 def _raise_limits(containers: Containers, limits: dict[str, int], target: int) -> None:
     """Give each container room for its share of ``target`` (``limits`` records it).
 
@@ -175,17 +215,21 @@ def _ramp(
     limits: dict[str, int],
     targets: list[tuple[str, int, str]],
     result: dict[str, Any],
+    target: int | None = None,
+    step_size: int | None = None,
+    via: str = "NGINX",
 ) -> tuple[int, str | None]:
     """Open connections step by step until the target or a limit: (open, why it stopped)."""
     s, progress = session.settings, session.progress
-    target = s.capacity
-    task = progress.add_task(f"capacity: ramp to {target:,} via NGINX", total=target, info="")
+    target = target or s.capacity
+    step_size = step_size or s.capacity_step
+    task = progress.add_task(f"capacity: ramp to {target:,} via {via}", total=target, info="")
     opened = 0
-    steps_left = math.ceil(target / s.capacity_step) + 2  # bounded, whatever fails
+    steps_left = math.ceil(target / step_size) + 2  # bounded, whatever fails
     while opened < target and steps_left > 0:
         steps_left -= 1
         before = opened
-        step = min(s.capacity_step, target - opened)
+        step = min(step_size, target - opened)
         t0 = time.monotonic()
         answers = pool.call(
             [

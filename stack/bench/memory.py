@@ -1,4 +1,8 @@
-"""Memory per idle connection, straight to the server and to the bare echo (no NGINX)."""
+"""Memory per idle connection: the bare echo and the server direct, then NGINX's own share.
+
+The NGINX row counts NGINX's cgroup only (its two sockets and tunnel buffers per
+WebSocket); the server's share of those connections is the "gateway direct" row.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,12 @@ from stack.bench import baseline, usage
 from stack.bench.loadgen import ClientPool, split
 from stack.bench.setups import SETUPS
 from stack.bench.stacks import Session, start_baseline
-from stack.gateway import SERVER_PORT
+from stack.gateway import NGINX_PORT, SERVER_PORT
 from stack.waits import settled
 
 
 def run(session: Session) -> dict[str, Any]:
-    """Idle connections to the bare echo, then to the gateway: what each one costs."""
+    """Idle connections to the bare echo, the gateway, then through NGINX: what each costs."""
     s, progress = session.settings, session.progress
     count = s.memory_connections
     stack = session.stack(SETUPS["default"])
@@ -24,6 +28,7 @@ def run(session: Session) -> dict[str, Any]:
         for name, target, cid in (
             ("bare websockets echo (asyncio)", (ip, baseline.PORT), container.id),
             ("gateway direct", (stack.server_ip, SERVER_PORT), stack.server.id),
+            ("NGINX (its own cgroup)", (stack.nginx.ip(stack.edge), NGINX_PORT), stack.nginx.id),
         ):
             task = progress.add_task(f"memory: {count:,} idle to {name}", total=count, info="")
             with ClientPool(s.clients) as pool:

@@ -95,6 +95,8 @@ class Bench:
                 self.results["memory"] = memory.run(session)
             if "capacity" in phases:
                 self.results["capacity"] = capacity.run(session)
+            if "published" in phases:
+                self.results["published_capacity"] = capacity.run_published(session)
         self.results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
         machine["load_average_end"] = usage.load_average()
         self.results["targets"] = report.targets(self.results)

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass, fields
 from typing import Any
 
-PHASES = ("throughput", "latency", "memory", "capacity")
+PHASES = ("throughput", "latency", "memory", "capacity", "published")
 
 
 def _pairs(items: list[str]) -> dict[str, str]:
@@ -36,6 +36,7 @@ class Settings:
     capacity_step: int
     capacity_sample: int  # connections that must still echo at the end
     ping_interval: float  # capacity: WS_PING_INTERVAL, seconds
+    published_capacity: int  # connections to ramp to through the published port
     server_env: tuple[str, ...]  # NAME=VALUE, extra for every setup
     nginx_env: tuple[str, ...]
     keep_limits: bool  # capacity: keep the compose memory limits

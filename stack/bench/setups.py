@@ -35,7 +35,7 @@ class Run:
 
     name: str
     setup: str
-    via: str  # direct | nginx | baseline-asyncio | baseline-uvloop
+    via: str  # direct | nginx | published | baseline-asyncio | baseline-uvloop
     note: str = ""
 
     @property
@@ -61,9 +61,11 @@ THROUGHPUT_RUNS = [
     Run("bare websockets echo (uvloop)", "default", "baseline-uvloop"),
     Run("gateway direct", "default", "direct"),
     Run("gateway via NGINX", "default", "nginx"),
+    Run("gateway via NGINX's published port (docker-proxy)", "default", "published"),
     Run("gateway direct, asyncio loop", "asyncio", "direct"),
     Run("gateway direct, message logging on", "logging", "direct"),
     Run("gateway via NGINX, message logging on", "logging", "nginx"),
+    Run("gateway via NGINX's published port, message logging on", "logging", "published"),
     Run("gateway direct, WS_WORKERS=2", "workers2", "direct"),
     Run("gateway via NGINX, WS_WORKERS=2", "workers2", "nginx"),
     Run("gateway via NGINX, 2 replicas", "replicas2", "nginx"),

@@ -18,7 +18,7 @@ def stack_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_up_status_logs_down(gateway_images: dict[str, str]) -> None:
-    """`up` prints a URL that echoes; `status` and `logs` show the stack; `down` removes it."""
+    """`up` gives a URL that echoes; `status` shows the stack and its port answering; `down`."""
     name = f"wsgw-cli-{uuid.uuid4().hex[:8]}"
     try:
         up = stack_cli("up", "--name", name)
@@ -30,6 +30,7 @@ def test_up_status_logs_down(gateway_images: dict[str, str]) -> None:
         status = stack_cli("status")
         assert f"{name}-server=running" in status.stdout
         assert f"{name}-nginx=running" in status.stdout
+        assert f"of {name}-nginx: answers" in status.stdout  # checked from the host
         logs = stack_cli("logs", name, "server")
         assert "connection_open" in logs.stdout
     finally:

@@ -196,9 +196,14 @@ async def test_connection_log_has_client_path_and_request_id(
         11,
         11,
     )
-    received = log_events.one("message_received")
-    assert received["preview"] == "a\\nfake line" and received["type"] == "text"
-    assert log_events.one("message_echoed")["size"] == 11
+    echoed = log_events.one("message_echoed")
+    assert (echoed["preview"], echoed["type"], echoed["size"], echoed["seq"]) == (
+        "a\\nfake line",
+        "text",
+        11,
+        1,
+    )
+    assert not log_events("message_received")  # one line per message, once echoed
 
 
 async def test_message_logs_can_be_switched_off(log_events: LogEvents):

@@ -8,7 +8,14 @@ import logging
 
 import pytest
 
-from server.logs import JsonFormatter, TextFormatter, configure_logging, log_event, preview
+from server.logs import (
+    JsonFormatter,
+    TextFormatter,
+    configure_logging,
+    log_event,
+    message_logger,
+    preview,
+)
 from server.metrics import SIZE_BUCKETS, Metrics
 from stack import prometheus
 
@@ -131,6 +138,32 @@ def test_configure_logging_and_log_event():
         root.setLevel(saved[1])
         logging.getLogger("websockets").setLevel(logging.NOTSET)
         logging.getLogger("asyncio").setLevel(logging.NOTSET)
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_message_line_is_the_formatters_line_and_cannot_be_forged(log_format):
+    """The per-message fast path writes what the formatter would, content escaped, one line."""
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    app = logging.getLogger("server.app")
+    try:
+        configure_logging(log_format, "INFO", stream)
+        message_logger(app)("message_echoed", "ab12cd34", 7, "text", 99, preview(FORGERY))
+        fields = {"conn": "ab12cd34", "seq": 7, "type": "text", "size": 99}
+        log_event(app, logging.INFO, "message_echoed", **fields, preview=preview(FORGERY))
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logging.getLogger("websockets").setLevel(logging.NOTSET)
+        logging.getLogger("asyncio").setLevel(logging.NOTSET)
+    fast, slow = stream.getvalue().splitlines()
+    assert fast.isascii() and "\x1b" not in fast
+    if log_format == "json":
+        assert json.loads(fast) | {"ts": 0} == json.loads(slow) | {"ts": 0}
+        assert json.loads(fast)["preview"] == preview(FORGERY)
+    else:
+        assert fast.split(" ", 1)[1] == slow.split(" ", 1)[1]
 
 
 def test_metrics_render_is_valid_exposition():

@@ -18,7 +18,9 @@ from .helpers import (
     RawClient,
     ServerProcess,
     get_json,
+    http_request,
     kill_workers,
+    metric,
     server_command,
     server_env,
     units,
@@ -218,3 +220,52 @@ def test_failing_workers_make_the_supervisor_exit_1():
     supervisor = [e for e in events if e["event"].startswith(("supervisor_", "worker_"))]
     assert all(e["logger"] == "server.__main__" for e in supervisor), supervisor
     assert events[-1]["event"] == "supervisor_stopped" and events[-1]["status"] == 1
+
+
+async def test_a_log_reader_that_stops_reading_does_not_stall_echoing():
+    """stdout to a pipe nobody reads: echo goes on, lines are dropped and counted, then told."""
+    process = await asyncio.create_subprocess_exec(
+        *server_command(),
+        cwd=ROOT,
+        env=server_env(WS_LOG_MESSAGES="true"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        limit=1024,  # the test's own reader stops too, after 2 KiB
+    )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(units(15)):
+            first = json.loads(await process.stdout.readline())
+        port = int(first["url"].rsplit(":", 1)[1].split("/")[0])
+        await wait_until(lambda: get_json(port, "/readyz"), what="/readyz")
+        # Now nobody reads stdout: ~250 B per message line fill the pipe and the server's
+        # 1 MiB of buffered lines well before 20,000 messages.
+        message = b"\n" * 1024
+        async with connect(f"ws://127.0.0.1:{port}/ws", max_queue=None) as ws:
+            async with asyncio.timeout(units(60)):
+                for _ in range(20):
+                    for _ in range(1000):
+                        await ws.send(message)
+                    for _ in range(1000):
+                        assert await ws.recv() == message
+        _, _, body = await http_request(port, "/metrics")
+        dropped = metric(body.decode(), "ws_log_lines_dropped_total")
+        assert dropped > 0
+        # Reading again: the server writes what it kept, then says how many it dropped.
+        async with asyncio.timeout(units(15)):
+            while True:
+                line = (await process.stdout.readline()).decode()
+                assert line, "stdout ended before a log_lines_dropped line"
+                if '"log_lines_dropped"' in line:
+                    break
+        told = json.loads(line)["dropped"]
+        assert 0 < told <= dropped
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(units(10)):
+            rest = (await process.stdout.read()).decode()
+            assert await process.wait() == 0
+        assert '"server_stopped"' in rest
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -125,3 +125,22 @@ async def test_run_serves_until_the_stop_event(log_events: LogEvents):
     async with asyncio.timeout(units(3)):
         await task
     assert task.exception() is None
+
+
+async def test_message_read_during_the_drain_is_logged_as_received(log_events: LogEvents):
+    """A message that arrives after the server's 1001 is logged once, as received, not echoed."""
+    async with running_gateway(WS_SHUTDOWN_TIMEOUT=f"{units(2):.3f}") as gw:
+        raw = await RawClient.connect(gw.port)  # answers the close frame late, after a message
+        try:
+            drain = asyncio.get_running_loop().create_task(gw.shutdown())
+            assert await raw.read_close() == (1001, "server shutting down")
+            await raw.send_frame(0x2, b"late\n")
+            await wait_until(lambda: log_events("message_received"))
+            await raw.send_frame(0x8, b"\x03\xe8")
+            async with asyncio.timeout(units(4)):
+                await drain
+        finally:
+            raw.abort()
+    received = log_events.one("message_received")
+    assert (received["seq"], received["type"], received["preview"]) == (1, "binary", "late\\n")
+    assert not log_events("message_echoed")
