@@ -189,18 +189,21 @@ def inspect(service: str) -> dict:
     return json.loads(docker("service", "inspect", f"{STACK}_{service}"))[0]
 
 
-def logs(service: str) -> list[tuple[str, str]]:
-    """Every log line of every task of ``service``, old ones included: (task, line).
+def logs(service: str) -> str:
+    """The output of this node's containers of ``service``, running or stopped.
 
-    The task is `<stack>_<service>.<slot>.<task id>`: which replica wrote the line.
+    Not `docker service logs`: it hangs here once a task's container is gone, and the
+    engine removes the containers of replaced tasks (their logs go with them).
     """
-    out = docker("service", "logs", "--no-trunc", "--timestamps=false", f"{STACK}_{service}")
-    found = []
-    for line in out.splitlines():
-        task, bar, text = line.partition(" | ")
-        if bar:
-            found.append((task.strip().partition("@")[0], text))
-    return found
+    label = f"com.docker.swarm.service.name={STACK}_{service}"
+    found = docker("ps", "-aq", "--filter", f"label={label}").split()
+    outputs = [
+        subprocess.run(
+            ["docker", "logs", c], capture_output=True, text=True, timeout=60, check=False
+        )
+        for c in found
+    ]
+    return "\n".join(out.stdout + out.stderr for out in outputs)
 
 
 METRICS = (
