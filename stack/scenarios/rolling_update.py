@@ -281,6 +281,10 @@ async def _story(ctx: Context, url: str) -> None:
             f"NGINX answered {e.get('status')} to {e.get('request_id')} at {e.get('time')}:"
             f" upstream {e.get('upstream_addr')} said {e.get('upstream_status') or 'nothing'}"
         )
+    if any(e.get("status") != 101 for e in handshakes):
+        text = await ctx.blocking(swarm.logs, "nginx")
+        for line in [x for x in text.splitlines() if "[error]" in x][:5]:
+            ctx.note(f"NGINX: {line[:300]}")
     if logged is not None:
         answers = Counter(e.get("status") for e in handshakes)
         ctx.check(
