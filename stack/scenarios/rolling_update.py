@@ -128,6 +128,24 @@ def report_drops(ctx: Context, label: str, dropped: list, replicas: dict[str, st
     )
 
 
+async def spread_over_replicas(ctx: Context, when: str) -> dict[str, int]:
+    """Check that the replicas' gauges add up to the clients, least_conn spreading them
+    (each replica at least half its fair share); return {container: gauge}."""
+    await ctx.expect(
+        lambda: ctx.blocking(lambda: sum(replica_gauges().values()) == CLIENTS),
+        f"{when} the update: the replicas' gauges add up to {CLIENTS}, none left behind",
+        20,
+    )
+    gauges = await ctx.blocking(replica_gauges)
+    ctx.figure(f"connections per replica {when}", sorted(gauges.values()))
+    ctx.check(
+        f"{when} the update: least_conn spread the clients over every replica",
+        len(gauges) == REPLICAS and min(gauges.values()) >= CLIENTS // (2 * REPLICAS),
+        str(gauges),
+    )
+    return gauges
+
+
 async def run(ctx: Context) -> None:
     with swarm.deployed(REPLICAS, settings=SETTINGS) as url:  # blocks; nothing runs yet
         ctx.note(f"stack {swarm.STACK} on a one-node swarm, {REPLICAS} replicas, at {url}")
@@ -155,18 +173,7 @@ async def _story(ctx: Context, url: str) -> None:
     stopped_at = float("inf")
     try:
         await ctx.expect(fleet.all_echoing, f"all {CLIENTS} clients echoing", 60)
-        await ctx.expect(
-            lambda: ctx.blocking(lambda: sum(replica_gauges().values()) == CLIENTS),
-            f"the replicas' gauges add up to {CLIENTS}",
-            20,
-        )
-        gauges = await ctx.blocking(replica_gauges)
-        ctx.figure("connections per replica before", sorted(gauges.values()))
-        ctx.check(
-            "least_conn spread the clients over every replica",
-            len(gauges) == REPLICAS and min(gauges.values()) >= CLIENTS // (2 * REPLICAS),
-            str(gauges),
-        )
+        gauges = await spread_over_replicas(ctx, "before")
 
         ctx.step("docker service update --force: replace every replica, one at a time")
         old = set(gauges)
@@ -196,18 +203,7 @@ async def _story(ctx: Context, url: str) -> None:
             f"all {CLIENTS} clients connected and echoing after the update",
             30,
         )
-        await ctx.expect(
-            lambda: ctx.blocking(lambda: sum(replica_gauges().values()) == CLIENTS),
-            f"the new replicas' gauges add up to {CLIENTS}: no connection left behind",
-            20,
-        )
-        gauges = await ctx.blocking(replica_gauges)
-        ctx.figure("connections per replica after", sorted(gauges.values()))
-        ctx.check(
-            "connections are spread over every new replica",
-            len(gauges) == REPLICAS and min(gauges.values()) > 0,
-            str(gauges),
-        )
+        gauges = await spread_over_replicas(ctx, "after")
 
         ctx.step(f"docker service update --env-add {BAD_SETTING}: a version that never starts")
         kept = set(gauges)
