@@ -12,15 +12,18 @@ IPVS, which this kind of host lacks: the stack file uses dnsrr and host-mode pub
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import tenacity
 from websockets.sync.client import connect
 
-from stack import compose_file, images
+from stack import base_images, compose_file, images
+from stack.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK_FILE = ROOT / "deploy" / "swarm" / "stack.yaml"
@@ -91,11 +94,15 @@ def wait_for_echo(target: str, within: float = TIMEOUT) -> None:
     )(echo_once, target)
 
 
-def deploy(replicas: int, port: int) -> None:
-    """`docker stack deploy` the stack file with the current images (local tags)."""
+def deploy(replicas: int, port: int, settings: dict[str, str] | None = None) -> None:
+    """`docker stack deploy` the stack file with the current images (local tags).
+
+    ``settings``: more of the stack file's variables (SERVER_UPDATE_MONITOR, WS_RATE_LIMIT...).
+    """
     tags = images.ensure_all()
     env = {
         **os.environ,
+        **(settings or {}),
         **compose_file.machine_settings(),  # SERVER_NOFILE, NGINX_NOFILE: what the engine allows
         "SERVER_IMAGE": tags["server"],
         "NGINX_IMAGE": tags["nginx"],
@@ -110,16 +117,38 @@ def deploy(replicas: int, port: int) -> None:
     )
 
 
-def up(replicas: int = 3, port: int = 8080) -> str:
+def up(replicas: int = 3, port: int = 8080, settings: dict[str, str] | None = None) -> str:
     """Init (if needed), deploy, wait for an echo through NGINX; return the URL."""
     created = init()
     try:
-        deploy(replicas, port)
+        deploy(replicas, port, settings)
         wait_for_echo(url(port))
     except BaseException:
         down() if created else None
         raise
     return url(port)
+
+
+@contextlib.contextmanager
+def deployed(
+    replicas: int = 3, port: int | None = None, settings: dict[str, str] | None = None
+) -> Iterator[str]:
+    """The stack up on a swarm for the ``with`` block; yields the URL through NGINX.
+
+    For tests, scenarios and the bench: holds a machine-wide lock (one swarm per host),
+    always removes the stack, and leaves the swarm only if it was in none before, also
+    when the block fails; raises if the host's swarm state did not come back.
+    """
+    with base_images.lock("swarm"):
+        before = node_state()
+        try:
+            yield up(replicas, port or free_port(), settings)
+        finally:
+            # A swarm that was there before stays (even one an earlier `up` made).
+            down(leave=before != "active")
+            after = node_state()
+            if after != before:
+                raise RuntimeError(f"the host's swarm state changed: {before} -> {after}")
 
 
 def services() -> list[dict[str, str]]:
@@ -146,6 +175,42 @@ def health(container: str) -> str:
     return docker(
         "inspect", "--format", "{{if .State.Health}}{{.State.Health.Status}}{{end}}", container
     ).strip()
+
+
+def inspect(service: str) -> dict:
+    """`docker service inspect` of ``service`` (e.g. 'server'): Spec, UpdateStatus..."""
+    return json.loads(docker("service", "inspect", f"{STACK}_{service}"))[0]
+
+
+def logs(service: str) -> str:
+    """The output of this node's containers of ``service``, running or stopped.
+
+    Not `docker service logs`: it hangs here once a task's container is gone, and the
+    engine removes the containers of replaced tasks (their logs go with them).
+    """
+    label = f"com.docker.swarm.service.name={STACK}_{service}"
+    found = docker("ps", "-aq", "--filter", f"label={label}").split()
+    outputs = [
+        subprocess.run(
+            ["docker", "logs", c], capture_output=True, text=True, timeout=60, check=False
+        )
+        for c in found
+    ]
+    return "\n".join(out.stdout + out.stderr for out in outputs)
+
+
+METRICS = (
+    "import urllib.request;"
+    "print(urllib.request.urlopen('http://127.0.0.1:3000/metrics', timeout=3).read().decode())"
+)
+
+
+def active_connections(container: str) -> int:
+    """A replica's ws_connections_active gauge, read from inside its container (the host
+    cannot route to overlay addresses)."""
+    out = docker("exec", container, "python3", "-c", METRICS)
+    (line,) = [x for x in out.splitlines() if x.startswith("ws_connections_active ")]
+    return int(float(line.split()[1]))
 
 
 def down(*, leave: bool = True) -> bool:

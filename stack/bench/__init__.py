@@ -3,6 +3,7 @@
     python -m stack bench                                   # the default profile (a few minutes)
     python -m stack bench --phases throughput --duration 5  # one phase, shorter
     python -m stack bench --only nginx,baseline             # runs whose name/setup/via match
+    python -m stack bench --swarm --rounds 1                # the swarm stack, 1, 2, 3 replicas
 
 Parts: leanclient (a lean client), loadgen (client processes), baseline (the bare websockets
 echo), usage (container CPU and memory), settings (the command line, typed), setups (what
@@ -109,11 +110,24 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="capacity: keep the compose memory limits (default: raise them to fit "
         "the target, and say so in the report)",
     )
+    p.add_argument(
+        "--swarm",
+        action="store_true",
+        help="throughput and capacity against the swarm stack (deploy/swarm/stack.yaml) at "
+        "each of --swarm-replicas; other phases are skipped (see stack/bench/swarm.py)",
+    )
+    p.add_argument(
+        "--swarm-replicas", default="1,2,3", help="--swarm: server replica counts (1,2,3)"
+    )
     p.set_defaults(run=_run)
     return p
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.swarm:
+        from stack.bench.swarm import main as on_swarm
+
+        return on_swarm(args)
     from stack.bench.runner import main
 
     return main(args)

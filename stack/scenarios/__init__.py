@@ -21,6 +21,7 @@ _MODULES = (
     "timeouts",
     "limits",
     "resources",
+    "rolling_update",
 )
 
 

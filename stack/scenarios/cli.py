@@ -74,11 +74,13 @@ def run_one(scenario: Scenario) -> Report:
         for role, options in scenario.stacks.items()
     }
     try:
-        report.step("starting " + ", ".join(s.name for s in stacks.values()))
-        with ThreadPoolExecutor(len(stacks)) as pool:
-            for future in [pool.submit(s.start) for s in stacks.values()]:
-                future.result()
-        report.note("stack ready: " + ", ".join(f"{s.name} at {s.url}" for s in stacks.values()))
+        if stacks:  # none: the scenario deploys its own (rolling-update: a swarm)
+            report.step("starting " + ", ".join(s.name for s in stacks.values()))
+            with ThreadPoolExecutor(len(stacks)) as pool:
+                for future in [pool.submit(s.start) for s in stacks.values()]:
+                    future.result()
+            ready = ", ".join(f"{s.name} at {s.url}" for s in stacks.values())
+            report.note(f"stack ready: {ready}")
         run(scenario, stacks, report)
     except KeyboardInterrupt:
         report.check("scenario ran to its end", False, "interrupted")

@@ -13,35 +13,17 @@ from collections.abc import Iterator
 import pytest
 from websockets.sync.client import connect
 
-from stack import base_images, swarm
-from stack.ports import free_port
+from stack import swarm
 
 REPLICAS = 3
 CONNECTIONS = 9
-METRICS = (
-    "import urllib.request;"
-    "print(urllib.request.urlopen('http://127.0.0.1:3000/metrics', timeout=3).read().decode())"
-)
-
-
-def active_connections(container: str) -> int:
-    """The replica's ws_connections_active gauge, read from inside its container."""
-    out = swarm.docker("exec", container, "python3", "-c", METRICS)
-    (line,) = [x for x in out.splitlines() if x.startswith("ws_connections_active ")]
-    return int(float(line.split()[1]))
 
 
 @pytest.fixture
 def swarm_url(gateway_images: dict[str, str]) -> Iterator[str]:
     """The stack deployed on a swarm; removed (and the swarm left if we made it) after."""
-    with base_images.lock("swarm"):
-        before = swarm.node_state()
-        try:
-            yield swarm.up(REPLICAS, free_port())
-        finally:
-            # A swarm that was there before stays (even one an earlier `up` made).
-            swarm.down(leave=before != "active")
-            assert swarm.node_state() == before, "the host's swarm state changed"
+    with swarm.deployed(REPLICAS) as url:
+        yield url
 
 
 def test_swarm_up_echoes_through_nginx_over_several_replicas(swarm_url: str) -> None:
@@ -56,6 +38,6 @@ def test_swarm_up_echoes_through_nginx_over_several_replicas(swarm_url: str) -> 
             ws = open_.enter_context(connect(swarm_url, open_timeout=5, proxy=None))
             ws.send(f"hello {i} ✓")
             assert ws.recv(timeout=5) == f"hello {i} ✓"
-        gauges = [active_connections(c) for c in swarm.containers("server")]
+        gauges = [swarm.active_connections(c) for c in swarm.containers("server")]
         assert sum(gauges) == CONNECTIONS, gauges
         assert sum(g > 0 for g in gauges) >= 2, f"one replica took them all: {gauges}"

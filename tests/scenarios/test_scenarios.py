@@ -61,3 +61,8 @@ def test_limits(make_stack) -> None:
 
 def test_resource_limits(make_stack) -> None:
     run_scenario("resources", make_stack)
+
+
+def test_rolling_update(make_stack) -> None:
+    """On a swarm of its own (machine-wide lock, always removed): see the scenario."""
+    run_scenario("rolling-update", make_stack)
