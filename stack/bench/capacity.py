@@ -89,9 +89,7 @@ def run(session: Session) -> dict[str, Any]:
         "client_processes": processes,
     }
     try:
-        containers = Containers(
-            {"server": stacks.server_ids(stack), "nginx": [stack.nginx.id]}
-        )
+        containers = Containers({"server": stacks.server_ids(stack), "nginx": [stack.nginx.id]})
         limits = {role: compose_file.memory_limit(role) for role in ("server", "nginx")}
         result["compose_memory_limits"] = dict(limits)
         if not s.keep_limits:

@@ -61,3 +61,7 @@ def test_limits(make_stack) -> None:
 
 def test_resource_limits(make_stack) -> None:
     run_scenario("resources", make_stack)
+
+
+def test_hostile_clients(make_stack) -> None:
+    run_scenario("hostile-clients", make_stack)
