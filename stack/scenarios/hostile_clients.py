@@ -7,6 +7,7 @@ import inspect
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 from websockets.asyncio.client import connect
@@ -87,7 +88,7 @@ async def flood(ws):
 async def hostile(kind, n, push, cap, record):
     # Connect (a few tries: a busy gateway may refuse or time out), never read a byte,
     # push until the cap or the end; record[n] says how far it got.
-    state = record[n] = {"outcome": "connecting", "pushed": 0, "tries": 0}
+    state = record[n]
     while True:
         state["tries"] += 1
         try:
@@ -99,12 +100,14 @@ async def hostile(kind, n, push, cap, record):
             failure = f"refused {e.response.status_code}"
         except Exception as e:
             failure = f"failed {type(e).__name__}"
-        if state["tries"] >= TRIES or time.monotonic() - started > PLACE_WITHIN - 10:
+        if state["tries"] >= TRIES or time.monotonic() - started > PLACE_WITHIN - 5:
             state["outcome"] = failure
             return
         await asyncio.sleep(0.5 * state["tries"])  # backoff before the next try
     ws.transport.pause_reading()
     conns.append(ws)
+    state["outcome"] = "connected"
+    await go.wait()
     state["outcome"], state["since"] = "pushing", time.monotonic()
     try:
         while state["pushed"] < cap:
@@ -115,9 +118,20 @@ async def hostile(kind, n, push, cap, record):
     except ConnectionClosed:
         state["outcome"] = "closed while pushing"
 
-def in_place(record):
-    # Connected and pushing (or held back already), or given up.
+def connected(record):
+    # Connected, or given up.
     return all(r["outcome"] != "connecting" for r in record.values())
+
+def in_place(record, now):
+    # Pushed once or held back already, or ended.
+    return all(r["outcome"] != "pushing" or r["pushed"] or now - r["since"] >= HELD
+               for r in record.values())
+
+async def until(condition, limit, every=0.1):
+    # condition() or limit s from now, polling
+    deadline = time.monotonic() + limit
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(every)
 
 def tally(record, now):
     outcomes = Counter("held back" if r["outcome"] == "pushing" and now - r["since"] >= HELD
@@ -161,27 +175,34 @@ def outcomes(results):
                         for r in results))
 
 async def main():
+    global go
+    go = asyncio.Event()
     loop = asyncio.get_running_loop()
-    gate, aborting = asyncio.Semaphore(100), asyncio.Semaphore(20)
-    unfinished_tasks = [loop.create_task(unfinished(n, gate)) for n in range(UNFINISHED)]
-    slow, pings = {}, {}
+    slow, pings = ({n: {"outcome": "connecting", "pushed": 0, "tries": 0} for n in range(count)}
+                   for count in (SLOW, PINGERS))
     tasks = [loop.create_task(hostile("slow", n, lambda ws: ws.send(PAYLOAD), PUSH_CAP, slow))
              for n in range(SLOW)]
     tasks += [loop.create_task(hostile("ping", n, flood, PINGS, pings))
               for n in range(PINGERS)]
+    # First every connection, while the gateway is calm; then the attack, on the word.
+    await until(lambda: connected(slow) and connected(pings), PLACE_WITHIN)
+    now = time.monotonic()
+    out(step="connected", name=NAME, t=now - started, slow=tally(slow, now),
+        ping=tally(pings, now))
+    await until(lambda: os.path.exists("/tmp/go"), LIFETIME, 0.05)
+    go.set()
+    attack = time.monotonic()
+    gate, aborting = asyncio.Semaphore(100), asyncio.Semaphore(20)
+    unfinished_tasks = [loop.create_task(unfinished(n, gate)) for n in range(UNFINISHED)]
     aborts = await asyncio.gather(*(aborted(n, aborting) for n in range(ABORTED)),
                                   return_exceptions=True)
-    while time.monotonic() - started < PLACE_WITHIN:
-        now = time.monotonic()
-        if in_place(slow) and in_place(pings):
-            break
-        await asyncio.sleep(0.1)  # polling the attackers' progress
+    await until(lambda: in_place(slow, time.monotonic()) and in_place(pings, time.monotonic()),
+                PLACE_WITHIN - (time.monotonic() - attack))
     now = time.monotonic()
-    out(step="attacking", name=NAME, t=now - started, slow=tally(slow, now), ping=tally(pings, now),
+    out(step="attacking", name=NAME, t=now - attack, slow=tally(slow, now), ping=tally(pings, now),
         aborted=outcomes(aborts), unfinished=outcomes(
             [t.exception() or "opened" if t.done() else "opened" for t in unfinished_tasks]))
-    while not os.path.exists("/tmp/stop") and time.monotonic() - started < LIFETIME:
-        await asyncio.sleep(0.05)  # polling the stop file
+    await until(lambda: os.path.exists("/tmp/stop"), LIFETIME - (time.monotonic() - started), 0.05)
     now = time.monotonic()
     dropped = [t.result() for t in unfinished_tasks
                if t.done() and not t.cancelled() and not t.exception()]
@@ -351,28 +372,40 @@ async def run(ctx: Context) -> None:
         HEALTHY, stack.url, prefix="healthy", interval=0.1, window=2, echo_timeout=ECHO_WAIT
     )
     helpers: list[helper_containers.Helper] = []
-    attack_start = attack_hold = attack_end = 0.0
+    attack_start = attack_hold = attack_end = let_go = 0.0
     try:
         ctx.step(f"{HEALTHY} healthy clients echo through NGINX from the host")
         fleet.start()
         await ctx.expect(lambda: fleet.all_echoing(3), f"all {HEALTHY} healthy clients echo", 15)
 
         ctx.step(
-            f"attack from {EDGE_ADDRESSES} addresses on the edge network and one on the"
-            f" backend network: {EDGE_ADDRESSES * SLOW_PER_ADDRESS} slow readers sending"
-            f" {MESSAGE // MiB} MiB messages, {FLOODERS} ping flooders,"
-            f" {ABORTED} aborted and {UNFINISHED} unfinished handshakes"
+            f"attackers connect from {EDGE_ADDRESSES} addresses on the edge network and one on"
+            f" the backend network: {EDGE_ADDRESSES * SLOW_PER_ADDRESS} slow readers and"
+            f" {FLOODERS} ping flooders, sending nothing yet"
         )
-        attack_start = time.time()
         helpers = await ctx.blocking(_start_helpers, stack)
         await ctx.expect(
-            lambda: ctx.blocking(lambda: len(_results(helpers, "attacking")) == len(helpers)),
-            "every attacker is in place (slow readers and flooders connected, or given up)",
-            45,
+            lambda: ctx.blocking(lambda: len(_results(helpers, "connected")) == len(helpers)),
+            "every attacker has connected (or given up)",
+            PLACE_WITHIN + 15,
             poll=0.5,
         )
-        attacking = await ctx.blocking(_results, helpers, "attacking")
-        _report_attack(ctx, attacking)
+        _report_connected(ctx, await ctx.blocking(_results, helpers, "connected"))
+
+        ctx.step(
+            f"all at once: the slow readers send {MESSAGE // MiB} MiB messages and never read,"
+            f" the flooders ping and never read, {ABORTED} aborted and {UNFINISHED:,}"
+            " unfinished handshakes (half through NGINX, half straight at the server)"
+        )
+        attack_start = time.time()
+        await _touch(ctx, helpers, "/tmp/go")
+        await ctx.expect(
+            lambda: ctx.blocking(lambda: len(_results(helpers, "attacking")) == len(helpers)),
+            "the attack is on (each slow reader and flooder pushed, or is held back already)",
+            PLACE_WITHIN + 10,
+            poll=0.5,
+        )
+        _report_attack(ctx, await ctx.blocking(_results, helpers, "attacking"))
 
         ctx.step(f"holding the attack for {HOLD:g} s while the healthy clients echo")
         attack_hold = time.time()
@@ -383,10 +416,8 @@ async def run(ctx: Context) -> None:
         )
         attack_end = time.time()
         ctx.step("the attackers drop everything")
-        await asyncio.gather(
-            *(ctx.blocking(h.exec, ["touch", "/tmp/stop"]) for h in helpers),
-            return_exceptions=True,
-        )
+        let_go = time.time()
+        await _touch(ctx, helpers, "/tmp/stop")
         await ctx.expect(
             lambda: ctx.blocking(lambda: len(_results(helpers, "done")) == len(helpers)),
             "every attacker has let go",
@@ -458,7 +489,7 @@ async def run(ctx: Context) -> None:
         )
     server_up = after["server"]["status"] == "running"
     if server_up:
-        await _after_attack(ctx, stack)
+        await _after_attack(ctx, stack, let_go)
     else:
         ctx.check("after the attack the gateway serves again", False, "the server is not running")
     ctx.step("stopping the healthy clients")
@@ -477,21 +508,41 @@ async def run(ctx: Context) -> None:
     )
 
 
+async def _touch(ctx: Context, helpers: list[helper_containers.Helper], path: str) -> None:
+    """Create ``path`` in every helper at once: the word they wait for."""
+    await asyncio.gather(*(ctx.blocking(h.exec, ["touch", path]) for h in helpers))
+
+
+def _report_connected(ctx: Context, connected: list[dict[str, Any]]) -> None:
+    """How many slow readers and flooders got their WebSocket, before the attack."""
+    for kind in ("slow", "ping"):
+        tally = Counter()
+        for r in connected:
+            tally.update(r[kind]["outcomes"])
+        tries = sum(r[kind]["tries"] for r in connected)
+        ctx.figure(
+            "slow readers connected" if kind == "slow" else "ping flooders connected",
+            ", ".join(f"{k}: {n}" for k, n in sorted(tally.items())) + f" ({tries} tries)",
+        )
+    slow = sum(r["slow"]["outcomes"].get("connected", 0) for r in connected)
+    ctx.check(
+        f"{EDGE_ADDRESSES * SLOW_PER_ADDRESS} slow readers hold a WebSocket through NGINX,"
+        f" at most {SLOW_PER_ADDRESS} per address (cap {PER_IP_CAP})",
+        slow >= EDGE_ADDRESSES * SLOW_PER_ADDRESS,
+        f"{slow} connected",
+    )
+
+
 def _report_attack(ctx: Context, attacking: list[dict[str, Any]]) -> None:
     """Figures of the attack as the attackers saw it once in place."""
     slow, ping = Counter(), Counter()
     pushed, pings = [], []
-    tries = sum(r["slow"]["tries"] for r in attacking)
     for r in attacking:
         slow.update(r["slow"]["outcomes"])
         ping.update(r["ping"]["outcomes"])
         pushed += r["slow"]["pushed"]
         pings += r["ping"]["pushed"]
-    connected = sum(n for k, n in slow.items() if not k.startswith(("refused", "failed")))
-    ctx.figure(
-        "slow readers",
-        ", ".join(f"{k}: {n}" for k, n in sorted(slow.items())) + f" ({tries} handshakes tried)",
-    )
+    ctx.figure("slow readers", ", ".join(f"{k}: {n}" for k, n in sorted(slow.items())))
     if pushed:
         ctx.figure(
             "MiB each slow reader got out by then",
@@ -511,16 +562,10 @@ def _report_attack(ctx: Context, attacking: list[dict[str, Any]]) -> None:
                 f"{kind} handshakes, {'through NGINX' if path == 'edge' else 'straight'}",
                 ", ".join(f"{k}: {n}" for k, n in sorted(tally.items())),
             )
-    ctx.figure("attackers in place after", f"{max(r['t'] for r in attacking):.1f} s")
-    ctx.check(
-        f"at least {EDGE_ADDRESSES * SLOW_PER_ADDRESS} slow readers connected through NGINX"
-        f" and push {MESSAGE // MiB} MiB messages",
-        connected >= EDGE_ADDRESSES * SLOW_PER_ADDRESS,
-        f"{connected} connected",
-    )
+    ctx.figure("attack in place after", f"{max(r['t'] for r in attacking):.1f} s")
 
 
-async def _after_attack(ctx: Context, stack: GatewayStack) -> None:
+async def _after_attack(ctx: Context, stack: GatewayStack, let_go: float) -> None:
     """Once the attackers let go: the gauge, readiness, a new client, what the server counted."""
     last: list[float] = []
 
@@ -545,6 +590,17 @@ async def _after_attack(ctx: Context, stack: GatewayStack) -> None:
         code == 101 and took < seconds(2),
         f"{code} after {took:.2f} s",
     )
+    late = Counter()
+    for e in await ctx.server_events(event="connection_closed"):
+        after = datetime.fromisoformat(e["ts"]).timestamp() - let_go
+        if after > 1:
+            kind = "-".join(str(e.get("request_id") or "?").split("-")[:-1]) or "?"
+            late[f"{kind} {e.get('drop_reason') or e.get('closed_by')} ~{after:.0f} s"] += 1
+    if late:
+        ctx.note(
+            "closed more than 1 s after the attackers let go: "
+            + ", ".join(f"{k} x{n}" for k, n in sorted(late.items()))
+        )
     metrics = await ctx.metrics()
     counted = {
         k: v
