@@ -579,7 +579,9 @@ async def _after_attack(ctx: Context, stack: GatewayStack, let_go: float) -> Non
     await ctx.expect(
         back_to_healthy,
         f"ws_connections_active is back to the {HEALTHY} healthy clients",
-        20,
+        # A few tunnels outlive their client at NGINX (seen: 4 of 300); the server's
+        # heartbeat drops those 20 + 20 s after they opened, 10-15 s after the let-go.
+        25,
         detail=lambda: (
             f"gauge {last[0]:g} when the attackers let go, now {last[-1]:g}" if last else ""
         ),
@@ -611,7 +613,7 @@ async def _after_attack(ctx: Context, stack: GatewayStack, let_go: float) -> Non
         if v
         and (
             k.startswith(("ws_errors_total", "ws_connections_rejected_total", "ws_memory"))
-            or k == 'ws_closes_total{code="1013"}'
+            or k.startswith("ws_closes_total{code=1013")
         )
     }
     ctx.note("the server counted: " + (", ".join(f"{k}={v:g}" for k, v in counted.items()) or "-"))
@@ -632,5 +634,5 @@ SCENARIO = Scenario(
     ),
     run=run,
     stacks={"main": OPTIONS},
-    deadline=85,
+    deadline=90,
 )
