@@ -18,7 +18,7 @@ from stack.bench import usage
 from stack.gateway import NGINX_PORT, SERVER_PORT, GatewayStack, StackOptions
 from stack.scenarios.base import Context, Scenario
 from stack.scenarios.common import account
-from stack.scenarios.resources import StatsSampler
+from stack.scenarios.resources import SAMPLE_PERIOD, StatsSampler
 from stack.waits import http_status, seconds
 from stack.wire import handshake
 from stack.wire.client import Fleet, Outcome
@@ -387,13 +387,8 @@ async def run(ctx: Context) -> None:
             f" {FLOODERS} ping flooders, sending nothing yet"
         )
         helpers = await ctx.blocking(_start_helpers, stack)
-        await ctx.expect(
-            lambda: ctx.blocking(lambda: len(_results(helpers, "connected")) == len(helpers)),
-            "every attacker has connected (or given up)",
-            PLACE_WITHIN + 10,
-            poll=0.5,
-        )
-        _report_connected(ctx, await ctx.blocking(_results, helpers, "connected"))
+        what = "every attacker has connected (or given up)"
+        _report_connected(ctx, await _reported(ctx, helpers, "connected", what, PLACE_WITHIN + 10))
 
         ctx.step(
             f"all at once: the slow readers send {MESSAGE // MiB} MiB messages and never read,"
@@ -402,13 +397,8 @@ async def run(ctx: Context) -> None:
         )
         attack_start = time.time()
         await _touch(ctx, helpers, "/tmp/go")
-        await ctx.expect(
-            lambda: ctx.blocking(lambda: len(_results(helpers, "attacking")) == len(helpers)),
-            "the attack is on (each slow reader and flooder pushed, or is held back already)",
-            PLACE_WITHIN + 10,
-            poll=0.5,
-        )
-        _report_attack(ctx, await ctx.blocking(_results, helpers, "attacking"))
+        what = "the attack is on (each slow reader and flooder pushed, or is held back already)"
+        _report_attack(ctx, await _reported(ctx, helpers, "attacking", what, PLACE_WITHIN + 10))
 
         ctx.step(f"holding the attack for {HOLD:g} s while the healthy clients echo")
         attack_hold = time.time()
@@ -421,13 +411,7 @@ async def run(ctx: Context) -> None:
         ctx.step("the attackers drop everything")
         let_go = time.time()
         await _touch(ctx, helpers, "/tmp/stop")
-        await ctx.expect(
-            lambda: ctx.blocking(lambda: len(_results(helpers, "done")) == len(helpers)),
-            "every attacker has let go",
-            15,
-            poll=0.5,
-        )
-        done = await ctx.blocking(_results, helpers, "done")
+        done = await _reported(ctx, helpers, "done", "every attacker has let go", 15)
         final = Counter()
         for r in done:
             final.update(r["slow"]["outcomes"])
@@ -465,7 +449,7 @@ async def run(ctx: Context) -> None:
     ctx.figure(
         "server memory peak (cgroup, sampled)",
         f"{peak / MiB:.0f} MiB of {limit / MiB:.0f} MiB limit,"
-        f" {len(memory.samples)} samples every {0.25:g} s",
+        f" {len(memory.samples)} samples every {SAMPLE_PERIOD:g} s",
     )
     ctx.check(
         "the server's memory peak stayed below its budget and its limit",
@@ -509,6 +493,19 @@ async def run(ctx: Context) -> None:
         all(len(c.sessions) == 1 for c in fleet.clients) and not fleet.handshake_failures(),
         f"{len(fleet.sessions())} sessions, {len(fleet.handshake_failures())} failed handshakes",
     )
+
+
+async def _reported(
+    ctx: Context, helpers: list[helper_containers.Helper], step: str, what: str, within: float
+) -> list[dict[str, Any]]:
+    """Wait until every helper printed ``step`` (a check); what they printed for it."""
+    await ctx.expect(
+        lambda: ctx.blocking(lambda: len(_results(helpers, step)) == len(helpers)),
+        what,
+        within,
+        poll=0.5,
+    )
+    return await ctx.blocking(_results, helpers, step)
 
 
 async def _touch(ctx: Context, helpers: list[helper_containers.Helper], path: str) -> None:
