@@ -38,12 +38,21 @@ class Helper(Service):
 
 
 def python(
-    stack: GatewayStack, network: Network, code: str, name: str, env: dict[str, str] | None = None
+    stack: GatewayStack,
+    network: Network,
+    code: str,
+    name: str,
+    env: dict[str, str] | None = None,
+    image: str | None = None,
 ) -> Helper:
-    """Run ``python3 -c code`` in a container on ``network`` (of ``stack``); don't wait."""
+    """Run ``python3 -c code`` in a container on ``network`` (of ``stack``); don't wait.
+
+    ``image``: the server image's tag when the caller has it (``images.ensure`` hashes the
+    build context, about 1.5 s; starting several helpers, resolve it once).
+    """
     return Helper.start(
         name,
-        images.ensure(images.SERVER),
+        image or images.ensure(images.SERVER),
         f"{stack.name}-{name}",
         network,
         env=env,

@@ -21,6 +21,7 @@ _MODULES = (
     "timeouts",
     "limits",
     "resources",
+    "hostile_clients",
     "rolling_update",
 )
 

@@ -303,7 +303,7 @@ async def _story(ctx: Context, url: str) -> None:
 
 SCENARIO = Scenario(
     name="rolling-update",
-    number=10,
+    number=11,
     title="Rolling update on a swarm",
     proves=(
         f"On a one-node Docker Swarm with {REPLICAS} server replicas, {CLIENTS} clients echo"

@@ -63,6 +63,11 @@ def test_resource_limits(make_stack) -> None:
     run_scenario("resources", make_stack)
 
 
+def test_hostile_clients(make_stack) -> None:
+    """Attackers from several addresses and the backend at once: see the scenario."""
+    run_scenario("hostile-clients", make_stack)
+
+
 def test_rolling_update(make_stack) -> None:
     """On a swarm of its own (machine-wide lock, always removed): see the scenario."""
     run_scenario("rolling-update", make_stack)
