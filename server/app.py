@@ -30,6 +30,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import CLOSED, OPEN
 from websockets.server import ServerProtocol
 
+from . import memory
 from .config import Config
 from .http import HttpEndpoints
 from .logs import log_event, message_logger, preview
@@ -41,8 +42,9 @@ SHUTDOWN_REASON = "server shutting down"
 RATE_LIMIT_REASON = "message rate limit exceeded"
 HEARTBEAT_REASON = "keepalive ping timeout"
 MEMORY_REASON = "server memory budget exceeded"
-MEMORY_CHECK_INTERVAL = 0.05  # seconds between sums of what stalled connections hold
-SHED_TO = 0.75  # over budget, close the largest holders until this share of it is left
+MEMORY_CHECK_INTERVAL = 0.025  # seconds between two looks at the process's memory
+SHED_AT = 0.9  # from this share of the budget, close the largest holders ...
+SHED_TO = 0.75  # ... until this share of it is left
 # Close codes of an orderly end: logged at INFO and not counted as errors.
 NORMAL_CLOSE_CODES = frozenset({CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, 1005})
 # Error kind (ws_errors_total{kind}) of a close the server or the network caused.
@@ -368,25 +370,31 @@ class Gateway:
     # Memory budget
 
     async def _watch_memory(self) -> None:
-        """Every MEMORY_CHECK_INTERVAL, sum what connections that stopped reading hold.
+        """Every MEMORY_CHECK_INTERVAL, compare this process's memory with WS_MEMORY_BUDGET.
 
-        They stopped reading already (backpressure), so nothing more comes in from them;
-        what they hold stays. Over WS_MEMORY_BUDGET, the ones holding the most are closed
-        with 1013 (Try Again Later) and dropped at once, until the total is back under
-        SHED_TO of the budget.
+        What is used is the container's memory when it has a limit, else this process's
+        resident memory (server.memory). From SHED_AT of the budget, so that what arrives
+        before the next look stays under it, the connections that stopped reading
+        (backpressure) and hold the most are closed with 1013 (Try Again Later) and dropped
+        at once, until what is left is under SHED_TO of it. Healthy clients read their
+        echoes, so they are not among them.
         """
         budget = self.config.memory_budget
+        cgroup = memory.limited_cgroup()
         while True:
             await asyncio.sleep(MEMORY_CHECK_INTERVAL)
             held = {c: c.held_bytes() for c in self.holding}
             total = sum(held.values())
+            used = memory.in_use(cgroup) or total
             self.metrics.memory_held = total
-            if total <= budget:
+            self.metrics.memory_used = used
+            if used <= budget * SHED_AT:
                 continue
             shed = []
             for connection in sorted(held, key=held.__getitem__, reverse=True):
-                if total <= budget * SHED_TO:
+                if used <= budget * SHED_TO:
                     break
+                used -= held[connection]
                 total -= held[connection]
                 shed.append(connection)
                 self._shed(connection)
@@ -394,6 +402,7 @@ class Gateway:
                 logger,
                 logging.WARNING,
                 "memory_budget_exceeded",
+                used_bytes=self.metrics.memory_used,
                 held_bytes=self.metrics.memory_held,
                 budget_bytes=budget,
                 closed=len(shed),

@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from . import memory
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _N = TypeVar("_N", int, float)
 
@@ -74,21 +76,16 @@ _LIMITS: dict[str, tuple[str, float, float, str]] = {
         "a size from 1MiB to 1TiB, like 512MiB (units B, KiB, MiB, GiB, TiB)",
     ),
 }
-# Without a cgroup memory limit to take a share of: room for about 160 connections at their
-# worst (about 3.1 MiB held each with 1 MiB messages), small beside any server's RAM.
-FALLBACK_MEMORY_BUDGET = 512 * 2**20
-# Of the cgroup limit. Measured with 40 clients sending 1 MiB messages and never reading:
-# the process's RSS grew 1.44 times what held_bytes counts (allocator overhead, copies in
-# flight), so 40% held keeps RSS near 60% of the limit, with room for the process itself.
-MEMORY_LIMIT_SHARE = 0.4
+# Without a cgroup memory limit to take a share of: the compose file's limit for the server,
+# which holds the 20,000-connection target (python -m stack bench).
+FALLBACK_MEMORY_BUDGET = 2**30
+# Of the cgroup limit: the rest is room for what arrives between two checks and for what the
+# kernel charges to the container besides the process (page cache, socket buffers).
+MEMORY_LIMIT_SHARE = 0.6
 _SIZE_RE = re.compile(
     r"([0-9]+(?:\.[0-9]+)?) *(b|kib|mib|gib|tib|k|m|g|t)?", re.ASCII | re.IGNORECASE
 )
 _SIZE_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
-CGROUP_MEMORY_LIMITS = (
-    "/sys/fs/cgroup/memory.max",  # cgroup v2: a number or "max"
-    "/sys/fs/cgroup/memory/memory.limit_in_bytes",  # cgroup v1: a huge number when unlimited
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +114,8 @@ class Config:
     max_queue: int = 4
     # Seconds a client has to complete the opening handshake, from TCP accept to 101.
     open_timeout: float = DEFAULT_OPEN_TIMEOUT  # or half a lower WS_SHUTDOWN_TIMEOUT
-    # Bytes this process may hold for its clients (receive queues, parser and write buffers);
-    # from_env defaults it to a share of the cgroup memory limit, split between workers.
+    # Memory the server may use: the container's (cgroup) when it has a limit, else this
+    # process's resident memory. Over it, connections that stopped reading are dropped.
     memory_budget: int = FALLBACK_MEMORY_BUDGET
 
     def __post_init__(self) -> None:
@@ -211,25 +208,13 @@ class Config:
         return out
 
 
-def cgroup_memory_limit(paths: tuple[str, ...] = CGROUP_MEMORY_LIMITS) -> int | None:
-    """This container's memory limit in bytes, or None when there is none to read."""
-    for path in paths:
-        try:
-            with open(path) as file:
-                text = file.read().strip()
-        except OSError:
-            continue
-        if text.isdigit() and int(text) < 2**60:  # v1 writes ~2**63 for "no limit"
-            return int(text)
-        return None
-    return None
-
-
 def default_memory_budget(workers: int = 1) -> int:
-    """WS_MEMORY_BUDGET's default: 40% of the cgroup limit (else 512 MiB), per worker process."""
-    limit = cgroup_memory_limit()
-    total = int(limit * MEMORY_LIMIT_SHARE) if limit else FALLBACK_MEMORY_BUDGET
-    return max(2**20, total // max(1, workers))
+    """WS_MEMORY_BUDGET's default: 60% of the cgroup limit for the container (all workers see
+    the same usage), else 1 GiB of resident memory split between the worker processes."""
+    limit = memory.cgroup_limit(memory.limited_cgroup())
+    if limit:
+        return max(2**20, int(limit * MEMORY_LIMIT_SHARE))
+    return max(2**20, FALLBACK_MEMORY_BUDGET // max(1, workers))
 
 
 def uvloop_available() -> bool:

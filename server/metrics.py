@@ -51,6 +51,7 @@ class Metrics:
         "max_connections",
         "memory_budget",
         "memory_held",
+        "memory_used",
         "rejections",
         "size_counts",
         "size_sum",
@@ -70,6 +71,7 @@ class Metrics:
         self.max_connections = max_connections
         self.memory_budget = memory_budget
         self.memory_held = 0  # at the last check, by connections that stopped reading
+        self.memory_used = 0  # at the last check: the process's resident memory
         self.client_connections: dict[str | None, int] = {}  # open WebSockets per client
         self.draining = False
         self.connections_active = 0
@@ -162,6 +164,14 @@ class Metrics:
                 "gauge",
                 "WS_MEMORY_BUDGET: bytes this process may hold for its clients.",
                 [("", self.memory_budget)],
+            )
+        )
+        add(
+            _family(
+                "ws_memory_used_bytes",
+                "gauge",
+                "Memory in use (the container's, else this process's RSS) at the last check.",
+                [("", self.memory_used)],
             )
         )
         add(

@@ -234,19 +234,15 @@ def test_memory_budget_rejects_what_is_not_a_size_in_range(raw: str):
         Config.from_env({"WS_MEMORY_BUDGET": raw})
 
 
-def test_memory_budget_defaults_to_a_share_of_the_cgroup_limit_per_worker(tmp_path, monkeypatch):
-    """With a cgroup limit, 40% of it split between workers; without one, 512 MiB."""
-    from server import config as config_module
+def test_memory_budget_defaults_to_a_share_of_the_cgroup_limit(monkeypatch):
+    """With a cgroup limit, 60% of it for the container; without one, 1 GiB per process."""
+    from server import memory
 
-    v2, v1 = tmp_path / "memory.max", tmp_path / "limit_in_bytes"
-    v2.write_text("1073741824\n")
-    assert config_module.cgroup_memory_limit((str(v2),)) == 2**30
-    v2.write_text("max\n")
-    assert config_module.cgroup_memory_limit((str(v2),)) is None
-    v1.write_text(f"{2**63 - 4096}\n")
-    assert config_module.cgroup_memory_limit((str(tmp_path / "absent"), str(v1))) is None
-    monkeypatch.setattr(config_module, "cgroup_memory_limit", lambda: 2**30)
+    limited = memory.CGROUP_V1
+    monkeypatch.setattr(memory, "limited_cgroup", lambda: limited)
+    monkeypatch.setattr(memory, "cgroup_limit", lambda files: 2**30 if files else None)
     two_workers = Config.from_env({"WS_WORKERS": "2", "WS_PORT": "3000"})
-    assert two_workers.memory_budget == int(0.4 * 2**30) // 2
-    monkeypatch.setattr(config_module, "cgroup_memory_limit", lambda: None)
-    assert Config.from_env({}).memory_budget == 512 * 2**20
+    assert two_workers.memory_budget == int(0.6 * 2**30)  # all workers see one cgroup
+    monkeypatch.setattr(memory, "limited_cgroup", lambda: None)
+    assert Config.from_env({}).memory_budget == 2**30
+    assert Config.from_env({"WS_WORKERS": "4", "WS_PORT": "3000"}).memory_budget == 2**28

@@ -12,7 +12,6 @@ from websockets.asyncio.client import connect
 
 from stack.wire.handshake import new_key, request
 
-from .conftest import LogEvents
 from .helpers import (
     MIB,
     OP_BINARY,
@@ -22,7 +21,6 @@ from .helpers import (
     encode,
     http_request,
     metric,
-    running_gateway,
     units,
     wait_until,
 )
@@ -105,34 +103,41 @@ async def test_half_finished_handshakes_do_not_hold_shutdown():
     assert elapsed < units(2), f"SIGTERM took {elapsed:.1f} s with one idle socket"
 
 
-async def test_memory_budget_closes_the_largest_holders_with_1013(log_events: LogEvents):
-    """Over WS_MEMORY_BUDGET, the connections holding the most are dropped; others go on."""
-    async with running_gateway(WS_MEMORY_BUDGET="2MiB", WS_PING_INTERVAL="0") as gw:
-        message = encode(OP_BINARY, b"\x00" * MIB, mask_key=ZERO_KEY)
-        raws = [await RawClient.connect(gw.port) for _ in range(4)]
-        try:
-            await wait_until(lambda: len(gw.connections) == 4, what="4 connections open")
-            for connection in gw.connections:  # small kernel buffers: the process holds it
-                sock = connection.transport.get_extra_info("socket")
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-            for raw in raws:  # never reading: about 1 MiB each left in the write buffer
-                for _ in range(4):
-                    raw.writer.write(message)
-            await wait_until(
-                lambda: gw.metrics.errors.get("memory_budget", 0) >= 1,
-                units(10),
-                "a holder closed for the memory budget",
-            )
-            async with connect(gw.url) as healthy:
-                await healthy.send(b"still served")
-                assert await healthy.recv() == b"still served"
-            held = sum(c.held_bytes() for c in gw.holding)
-            assert held <= gw.config.memory_budget
-        finally:
-            for raw in raws:
-                raw.abort()
-    exceeded = log_events("memory_budget_exceeded")
-    assert exceeded and exceeded[0]["budget_bytes"] == 2 * MIB
-    assert exceeded[0]["held_bytes"] > 2 * MIB
-    shed = [e for e in log_events("connection_closed") if e.get("drop_reason") == "memory_budget"]
+async def test_memory_budget_closes_the_largest_holders_with_1013():
+    """Over WS_MEMORY_BUDGET, the readers that stopped reading and hold the most are dropped
+    with 1013 until the process is back under it; a client that reads goes on."""
+    budget = 80 * MIB
+    server = await ServerProcess.start(WS_MEMORY_BUDGET="80MiB", WS_PING_INTERVAL="0")
+    message = encode(OP_BINARY, b"\x00" * MIB, mask_key=ZERO_KEY)
+    raws = []
+    try:
+        for _ in range(40):  # never reading: about 3 MiB each stays in the process
+            raw = await RawClient.connect(server.port)
+            for _ in range(8):
+                raw.writer.write(message)
+            raws.append(raw)
+
+        async def shed() -> bool:
+            return bool(server.events("memory_budget_exceeded"))
+
+        await wait_until(shed, units(20), "a holder closed for the memory budget")
+        async with connect(f"ws://127.0.0.1:{server.port}/ws") as healthy:
+            await healthy.send(b"still served")
+            assert await healthy.recv() == b"still served"
+
+        async def under_budget() -> bool:
+            _, _, body = await http_request(server.port, "/metrics")
+            return 0 < metric(body.decode(), "ws_memory_used_bytes") <= budget
+
+        await wait_until(under_budget, units(10), "the process back under its budget")
+    finally:
+        for raw in raws:
+            raw.abort()
+        await server.kill()
+    exceeded = server.events("memory_budget_exceeded")[0]
+    # Shedding starts at 90% of the budget, so that what comes in meanwhile stays under it.
+    assert exceeded["budget_bytes"] == budget and exceeded["used_bytes"] > 0.9 * budget
+    shed = [
+        e for e in server.events("connection_closed") if e.get("drop_reason") == "memory_budget"
+    ]
     assert shed and all(e["code"] == 1013 and e["closed_by"] == "server" for e in shed)
