@@ -320,21 +320,25 @@ class Gateway:
             timeout_s=budget,
         )
         # 2. Close open connections with 1001 Going Away; each waits close_timeout at most
-        #    for the peer's close frame, unless a full write buffer blocks it (see step 4).
+        #    for the peer's close frame, unless a full write buffer blocks it (see step 5).
         closing = [
             loop.create_task(c.close(CloseCode.GOING_AWAY, SHUTDOWN_REASON))
             for c in open_connections
         ]
         if closing:
             await asyncio.wait(closing, timeout=max(0.0, graceful_deadline - loop.time()))
-        # 3. Stop listening; the library closes connections that opened meanwhile.
+        # 3. Keep answering new handshakes with 503 for WS_DRAIN_DELAY in all, so that
+        #    proxies re-resolving the server's name stop sending them here before the port
+        #    is gone (a handshake to a vanished address waits for the connect timeout).
+        await asyncio.sleep(max(0.0, started + self.config.drain_delay - loop.time()))
+        # 4. Stop listening; the library closes connections that opened meanwhile.
         self.server.close(close_connections=True, code=CloseCode.GOING_AWAY, reason=SHUTDOWN_REASON)
         aborted = 0
         try:
             async with asyncio.timeout_at(graceful_deadline):
                 await self.server.wait_closed()
         except TimeoutError:
-            # 4. Peers that neither read nor answer: drop them.
+            # 5. Peers that neither read nor answer: drop them.
             aborted = self._abort_all()
             try:
                 async with asyncio.timeout_at(hard_deadline):

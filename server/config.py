@@ -69,6 +69,12 @@ _LIMITS: dict[str, tuple[str, float, float, str]] = {
     "workers": ("WS_WORKERS", 1, 256, "1-256"),
     "max_queue": ("WS_MAX_QUEUE", 1, 1024, "1-1024 frames"),
     "open_timeout": ("WS_OPEN_TIMEOUT", 0.1, 3600, "seconds, 0.1-3600, below WS_SHUTDOWN_TIMEOUT"),
+    "drain_delay": (
+        "WS_DRAIN_DELAY",
+        0,
+        3600,
+        "0 (off) or seconds, below 60% of WS_SHUTDOWN_TIMEOUT",
+    ),
     "memory_budget": (
         "WS_MEMORY_BUDGET",
         2**20,
@@ -114,6 +120,10 @@ class Config:
     max_queue: int = 4
     # Seconds a client has to complete the opening handshake, from TCP accept to 101.
     open_timeout: float = DEFAULT_OPEN_TIMEOUT  # or half a lower WS_SHUTDOWN_TIMEOUT
+    # Seconds the port keeps answering new handshakes with 503 after SIGTERM before it closes:
+    # long enough for DNS-based proxies (NGINX's `resolve`) to forget this address, so they
+    # never send a handshake to a port that is gone (Swarm, Kubernetes). 0: close at once.
+    drain_delay: float = 0.0
     # Memory the server may use: the container's (cgroup) when it has a limit, else this
     # process's resident memory. Over it, connections that stopped reading are dropped.
     memory_budget: int = FALLBACK_MEMORY_BUDGET
@@ -146,6 +156,13 @@ class Config:
                 str(self.open_timeout),
                 f"is not below WS_SHUTDOWN_TIMEOUT ({self.shutdown_timeout})",
                 "seconds below WS_SHUTDOWN_TIMEOUT, so a handshake cannot outlast the drain",
+            )
+        if self.drain_delay >= self.shutdown_timeout * 0.6:
+            raise ConfigError(
+                "WS_DRAIN_DELAY",
+                str(self.drain_delay),
+                f"is not below 60% of WS_SHUTDOWN_TIMEOUT ({self.shutdown_timeout})",
+                "seconds below 60% of WS_SHUTDOWN_TIMEOUT, which bounds the whole drain",
             )
         if self.workers > 1 and self.port == 0:
             raise ConfigError(
@@ -183,6 +200,7 @@ class Config:
         read("workers", "WS_WORKERS", _parse_int)
         read("max_queue", "WS_MAX_QUEUE", _parse_int)
         read("open_timeout", "WS_OPEN_TIMEOUT", _parse_float)
+        read("drain_delay", "WS_DRAIN_DELAY", _parse_float)
         read("memory_budget", "WS_MEMORY_BUDGET", _parse_size)
         if "memory_budget" not in values:
             values["memory_budget"] = default_memory_budget(values.get("workers", 1))

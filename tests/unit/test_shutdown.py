@@ -144,3 +144,28 @@ async def test_message_read_during_the_drain_is_logged_as_received(log_events: L
     received = log_events.one("message_received")
     assert (received["seq"], received["type"], received["preview"]) == (1, "binary", "late\\n")
     assert not log_events("message_echoed")
+
+
+async def test_drain_delay_keeps_answering_503_before_the_port_closes():
+    """With WS_DRAIN_DELAY, connections get 1001 at once, but the port answers new handshakes
+    with 503 for that long, so a proxy still sending them there moves on instead of waiting."""
+    delay = units(1)
+    async with running_gateway(
+        WS_DRAIN_DELAY=f"{delay:.3f}", WS_SHUTDOWN_TIMEOUT=f"{units(4):.3f}"
+    ) as gw:
+        client = await connect(gw.url)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        drain = loop.create_task(gw.shutdown())
+        async with asyncio.timeout(units(1)):
+            await client.wait_closed()
+        assert client.close_code == 1001
+        await wait_until(lambda: loop.time() - started > delay * 0.7, what="most of the delay")
+        with pytest.raises(InvalidStatus) as raised:
+            await connect(gw.url)
+        assert raised.value.response.status_code == 503
+        async with asyncio.timeout(units(4)):
+            await drain
+        assert loop.time() - started >= delay
+    with pytest.raises(OSError):  # closed once the delay is over
+        await asyncio.open_connection("127.0.0.1", gw.port)
