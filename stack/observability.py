@@ -241,6 +241,7 @@ def commit() -> str:
 
 
 def _graph(args: argparse.Namespace) -> int:
+    version = commit()  # what was checked out when the run began
     with profile() as (gateway_port, prometheus_port):
         until(
             lambda: target_health(prometheus_port),
@@ -277,7 +278,7 @@ def _graph(args: argparse.Namespace) -> int:
             for _, _, query in PANELS
         ]
     heading = (
-        f"websocket-gateway {commit()}: {args.steps * 5} clients ramped up and down "
+        f"websocket-gateway {version}: {args.steps * 5} clients ramped up and down "
         f"through NGINX, {time.strftime('%Y-%m-%d', time.gmtime(start))}"
     )
     screenshot(page(results, start, end, heading), args.out)
