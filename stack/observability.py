@@ -193,7 +193,7 @@ def page(results: list[list[dict]], start: float, end: float, heading: str) -> s
 body {{ margin: 12px 16px; font: 12px sans-serif; background: white; }}
 h1 {{ font-size: 15px; margin: 0 0 2px; }} p {{ margin: 0 0 8px; color: #555; }}
 div {{ display: grid; grid-template-columns: 480px 480px; gap: 4px 20px; }}
-svg {{ font: 11px sans-serif; }} svg line {{ stroke: #e2e2e2; }}
+svg {{ font: 11px sans-serif; overflow: visible; }} svg line {{ stroke: #e2e2e2; }}
 svg .title {{ font-weight: bold; font-size: 12px; }}
 svg .query {{ font-family: monospace; fill: #555; font-size: 9.5px; }}
 </style></head><body>
@@ -214,7 +214,7 @@ def screenshot(page_html: str, png: Path, size: str = "1010,600") -> None:
         source.write_text(page_html)
         subprocess.run(
             [
-                "/usr/bin/chromium",
+                os.environ.get("CHROMIUM_BINARY", "chromium"),  # as scripts/setup.sh
                 "--headless=new",
                 "--no-sandbox",
                 "--hide-scrollbars",
