@@ -123,6 +123,10 @@ def parser() -> argparse.ArgumentParser:
     from stack.swarm import register as register_swarm
 
     register_swarm(sub)
+    # Observability (issue #14): `python -m stack observe-graph`, the picture in the docs.
+    from stack.observability import register as register_observe_graph
+
+    register_observe_graph(sub)
     return p
 
 

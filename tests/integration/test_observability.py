@@ -3,20 +3,12 @@ messages a client sends show in ws_messages_total as Prometheus's API answers it
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import urllib.parse
-import urllib.request
-import uuid
 from collections.abc import Iterator
 
 import pytest
 from websockets.sync.client import connect
 
-from stack import images
-from stack.compose_file import COMPOSE_FILE
-from stack.ports import free_port
+from stack.observability import api, profile, target_health
 from stack.waits import until
 
 pytestmark = pytest.mark.e2e
@@ -25,48 +17,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def observability_project(gateway_images: dict[str, str]) -> Iterator[tuple[int, int]]:
     """`up --wait` of the profile under a unique project name; always `down -v` after."""
-    name = f"wsgw-observe-{uuid.uuid4().hex[:8]}"
-    gateway_port, prometheus_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        **images.env_for_compose(observability=True),
-        "COMPOSE_PROFILES": "observability",
-        "GATEWAY_BIND": "127.0.0.1",
-        "GATEWAY_PORT": str(gateway_port),
-        "PROMETHEUS_PORT": str(prometheus_port),
-        "PROMETHEUS_SCRAPE_INTERVAL": "1s",
-        "DOCKER_BUILDKIT": "0",
-    }
-    base = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", name]
-    try:
-        up = subprocess.run(
-            [*base, "up", "--build", "--wait", "--wait-timeout", "180"],
-            env=env,
-            capture_output=True,
-            text=True,
-            cwd=COMPOSE_FILE.parent,
-        )
-        assert up.returncode == 0, up.stdout + up.stderr
-        yield gateway_port, prometheus_port
-    finally:
-        subprocess.run(
-            [*base, "down", "-v", "--remove-orphans", "-t", "5"],
-            env=env,
-            capture_output=True,
-            check=False,
-        )
-
-
-def api(port: int, path: str, **params: str) -> dict:
-    query = f"?{urllib.parse.urlencode(params)}" if params else ""
-    url = f"http://127.0.0.1:{port}/api/v1/{path}{query}"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.load(response)["data"]
-
-
-def target_health(port: int) -> dict[str, str]:
-    """Job -> health of its target, as Prometheus reports them."""
-    return {t["labels"]["job"]: t["health"] for t in api(port, "targets")["activeTargets"]}
+    with profile(scrape_interval="1s") as ports:
+        yield ports
 
 
 def messages_in(port: int) -> float:
