@@ -25,6 +25,11 @@ def address() -> str:
     return "127.0.0.1" if host in LOOPBACK else host
 
 
+def server_names(names: str = "localhost 127.0.0.1") -> str:
+    """NGINX's SERVER_NAMES ``names`` plus :func:`address`: the Host header clients send."""
+    return " ".join(dict.fromkeys([*names.split(), address()]))
+
+
 def publish_address() -> str:
     """The Docker host's interface ports are published on: the narrowest that reaches us.
 

@@ -215,7 +215,7 @@ class GatewayStack:
             **compose_file.environment("nginx"),
             # Reached by the test stack's own name too, from probes on its networks, and by
             # the Docker host's address when the tests run in a container.
-            "SERVER_NAMES": " ".join(dict.fromkeys(["localhost", "127.0.0.1", "nginx", self.host])),
+            "SERVER_NAMES": docker_host.server_names("localhost 127.0.0.1 nginx"),
             **self.options.nginx_env,
         }
         volumes = {}

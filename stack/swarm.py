@@ -20,7 +20,7 @@ from pathlib import Path
 import tenacity
 from websockets.sync.client import connect
 
-from stack import compose_file, images
+from stack import compose_file, docker_host, images
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK_FILE = ROOT / "deploy" / "swarm" / "stack.yaml"
@@ -70,7 +70,7 @@ def init() -> bool:
 
 
 def url(port: int) -> str:
-    return f"ws://127.0.0.1:{port}/ws"
+    return f"ws://{docker_host.address()}:{port}/ws"
 
 
 def echo_once(target: str) -> None:
@@ -101,6 +101,7 @@ def deploy(replicas: int, port: int) -> None:
         "NGINX_IMAGE": tags["nginx"],
         "SERVER_REPLICAS": str(replicas),
         "GATEWAY_PORT": str(port),
+        "SERVER_NAMES": docker_host.server_names(),  # the Host header url() makes
     }
     # --resolve-image never: the images are local tags, no registry holds them.
     docker(
@@ -178,7 +179,7 @@ def _up(args) -> int:
     target = up(args.replicas, args.port)
     print(f"stack {STACK} is up on a swarm ({args.replicas} server replicas)")
     print(f"  through NGINX:  {target}")
-    print(f"  NGINX health:   http://127.0.0.1:{args.port}/healthz")
+    print(f"  NGINX health:   http://{docker_host.address()}:{args.port}/healthz")
     print("  status:         python -m stack swarm status")
     print("  stop it with:   python -m stack swarm down")
     return 0

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from websockets.sync.client import connect
 
-from stack import images
+from stack import docker_host, images
 from stack.compose_file import COMPOSE_FILE
 from stack.ports import free_port
 from stack.waits import until
@@ -31,8 +31,10 @@ def observability_project(gateway_images: dict[str, str]) -> Iterator[tuple[int,
         **os.environ,
         **images.env_for_compose(observability=True),
         "COMPOSE_PROFILES": "observability",
-        "GATEWAY_BIND": "127.0.0.1",
+        "GATEWAY_BIND": docker_host.publish_address(),
+        "SERVER_NAMES": docker_host.server_names(),
         "GATEWAY_PORT": str(gateway_port),
+        "PROMETHEUS_BIND": docker_host.publish_address(),
         "PROMETHEUS_PORT": str(prometheus_port),
         "PROMETHEUS_SCRAPE_INTERVAL": "1s",
         "DOCKER_BUILDKIT": "0",
@@ -59,7 +61,7 @@ def observability_project(gateway_images: dict[str, str]) -> Iterator[tuple[int,
 
 def api(port: int, path: str, **params: str) -> dict:
     query = f"?{urllib.parse.urlencode(params)}" if params else ""
-    url = f"http://127.0.0.1:{port}/api/v1/{path}{query}"
+    url = f"http://{docker_host.address()}:{port}/api/v1/{path}{query}"
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.load(response)["data"]
 
@@ -86,7 +88,7 @@ def test_prometheus_scrapes_both_targets_and_counts_the_messages_sent(
         accept=lambda h: h.get("server") == "up" and h.get("nginx") == "up",
     )
     assert health["prometheus"] == "up"
-    with connect(f"ws://127.0.0.1:{gateway_port}/ws", open_timeout=10) as ws:
+    with connect(f"ws://{docker_host.address()}:{gateway_port}/ws", open_timeout=10) as ws:
         for n in range(7):
             ws.send(f"observed {n}")
             assert ws.recv(timeout=10) == f"observed {n}"
