@@ -8,10 +8,13 @@
 # The repository is mounted at the same absolute path, so the bind mounts the tests ask
 # Docker for (TLS certificate dirs under pytest's basetemp, which lives in the repository)
 # name the same files on the host; the machine-wide lock directory is shared the same way.
+# Arguments (pytest's) replace the default selection: the four Docker-backed layers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
+# Images and the server's wheelhouse are made here: the container has no route to PyPI
+# (PIP_NO_INDEX below: the wheelhouse check there finds everything in place).
 .venv/bin/python -m stack images >/dev/null
 base=$(.venv/bin/python -c 'from stack import base_images as b; print(b.resolve(b.PYTHON))')
 locks=$(.venv/bin/python -c 'from stack import base_images as b; print(b.lock("x").lock_file.rsplit("/", 1)[0])')
@@ -37,7 +40,9 @@ if ! docker image inspect "$tag" >/dev/null 2>&1; then
   DOCKER_BUILDKIT=0 docker build --quiet --build-arg "BASE_IMAGE=$base" -t "$tag" runner >/dev/null
 fi
 
+[ $# -gt 0 ] || set -- tests/integration tests/e2e tests/scenarios tests/load
 basetemp=$root/.stack/pytest-in-container
+mkdir -p "$(dirname "$basetemp")"
 started=$(date +%s)
 status=0
 docker run --rm --init \
@@ -46,7 +51,8 @@ docker run --rm --init \
   -v "$locks:$locks" \
   --user "$(id -u):$(id -g)" --group-add "$(stat -c %g /var/run/docker.sock)" \
   -e CI=true -e WSGW_TIMEOUT_UNIT \
-  "$tag" python -m pytest -n auto -p no:cacheprovider --basetemp="$basetemp" \
-  tests/integration tests/e2e tests/scenarios tests/load "$@" || status=$?
+  -e PIP_NO_INDEX=1 -e PIP_FIND_LINKS="$root/server/wheels" \
+  "$tag" python -m pytest -n auto -p no:cacheprovider --basetemp="$basetemp" "$@" \
+  || status=$?
 echo "in-container run: exit $status after $(( $(date +%s) - started )) s"
 exit "$status"

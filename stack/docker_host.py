@@ -1,11 +1,16 @@
-"""Where this process reaches the ports containers publish, as testcontainers computes it.
+"""Where this process reaches the ports containers publish, as testcontainers decides it.
 
-On the Docker host itself that is loopback. In a container that uses the host's Docker
-socket (many CI runners) it is the container's default gateway, the Docker host's bridge
-address: testcontainers' ``DockerClient().host()`` reads it from ``ip route`` when
-``/.dockerenv`` exists. ``TC_HOST`` overrides it; a remote ``DOCKER_HOST`` is reached by
-its name. Bridge IPs of other networks are never used: Docker isolates networks from each
-other, so a test process in a container cannot reach them.
+testcontainers' connection mode (``DockerClient().get_connection_mode()``) says how:
+``docker_host`` on the Docker host itself or with a remote ``DOCKER_HOST`` (its
+``host()``: loopback locally, the daemon's name remotely; ``TC_HOST`` overrides), and
+``gateway_ip`` when this process runs in a container (``/.dockerenv``) on a local socket,
+as CI runners on the host's Docker socket do: the Docker host is then reached at a
+gateway address. testcontainers takes the gateway of the started container's network; we
+take the gateway of Docker's default ``bridge`` network, one address for every stack and
+compose project, known before anything starts, that is the Docker host's own address on
+a network only local containers are on (a runner started with ``docker run`` is on it).
+Bridge IPs of the containers themselves are never used: Docker isolates networks, so a
+process in a container cannot reach them. (``bridge_ip`` mode is not supported.)
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 
+from testcontainers.core.config import ConnectionMode
 from testcontainers.core.docker_client import DockerClient
 
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
@@ -21,8 +27,13 @@ LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 @functools.cache
 def address() -> str:
     """The host name or IP that reaches published ports from here ("127.0.0.1" locally)."""
-    host = DockerClient().host()
-    return "127.0.0.1" if host in LOOPBACK else host
+    docker = DockerClient()
+    if docker.get_connection_mode() is ConnectionMode.docker_host:
+        host = docker.host()
+        return "127.0.0.1" if host in LOOPBACK else host
+    (config,) = docker.client.networks.get("bridge").attrs["IPAM"]["Config"][:1]
+    # Docker gives the bridge the subnet's first address when none is configured.
+    return config.get("Gateway") or str(ipaddress.ip_network(config["Subnet"])[1])
 
 
 def server_names(names: str = "localhost 127.0.0.1") -> str:
