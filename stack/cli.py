@@ -36,7 +36,14 @@ def _up(args: argparse.Namespace) -> int:
     print(f"stack {stack.name} is up")
     print(f"  through NGINX:  {stack.url}")
     print(f"  NGINX health:   {stack.http}/healthz")
-    print(f"  server direct:  {stack.server_url}   (metrics: {stack.server_http}/metrics)")
+    # The server publishes no port: its address is reachable from the host only with
+    # rootful Docker on Linux; exec works wherever the Docker API does.
+    print(f"  server direct:  ws://{stack.server_ip}:{gateway.SERVER_PORT}/ws   (from the host)")
+    print(
+        f"  server metrics: docker exec {stack.server.name} python3 -c "
+        "\"import urllib.request as u; print(u.urlopen('http://127.0.0.1:3000/metrics')"
+        '.read().decode())"'
+    )
     print(f"  stop it with:   python -m stack down {stack.name}")
     return 0
 

@@ -8,6 +8,7 @@ each restart, network change or :meth:`Service.refresh`; reading them costs no D
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
@@ -17,6 +18,7 @@ import docker.errors
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 
+from stack import docker_host
 from stack.waits import until
 
 
@@ -85,7 +87,8 @@ class Service:
 
         ``also_on`` lists more (network, aliases) to join right after the start (Docker API
         1.41 attaches one network at creation). ``ports`` maps container ports to host
-        ports on 127.0.0.1 (None: one Docker picks, and picks again on each restart).
+        ports on :func:`stack.docker_host.publish_address` (None: one Docker picks, and
+        picks again on each restart).
         ``volumes`` ({host path: container path}) are read-only. ``tmpfs`` maps a path to
         Docker's option string (e.g. "size=16m,mode=1777"). ``kwargs`` are docker-py
         ``containers.create`` keywords (limits, security options:
@@ -106,8 +109,9 @@ class Service:
             # Debt, checked against testcontainers 4.15.0: with_bind_ports takes no host
             # address, and binding every interface would expose the gateway beyond this
             # machine. DockerContainer.start hands ``ports`` to docker-py unchanged, whose
-            # (host ip, port) form publishes on loopback (None: a port Docker picks).
-            container.ports[f"{port}/tcp"] = ("127.0.0.1", host_port)  # type: ignore[assignment]
+            # (host ip, port) form publishes on that address (None: a port Docker picks).
+            binding = (docker_host.publish_address(), host_port)
+            container.ports[f"{port}/tcp"] = binding  # type: ignore[assignment]
         for path, options in (tmpfs or {}).items():
             # testcontainers 4.15.0 passes the value through as Docker's option string.
             container.with_tmpfs_mount(path, options)
@@ -203,6 +207,28 @@ class Service:
         code, output = self.docker.exec_run(command)
         return code, output.decode(errors="replace")
 
+    def http_get(
+        self, port: int, path: str, timeout: float = 5
+    ) -> tuple[int, dict[str, str], bytes]:
+        """GET ``path`` on the container's own 127.0.0.1:``port``, from inside it (exec).
+
+        Returns (status, headers, body); an error status is returned, not raised. Works
+        wherever the Docker API does, also for ports nothing publishes and while the
+        container is cut off its networks. OSError when there is no answer (refused,
+        timed out, container not running).
+        """
+        try:
+            code, out = self.exec(
+                ["python3", "-c", _HTTP_GET, f"http://127.0.0.1:{port}{path}", str(timeout)]
+            )
+        except docker.errors.APIError as e:  # not running: as unreachable as a refused port
+            raise OSError(f"{self.name}: cannot exec ({e.explanation})") from e
+        lines = out.strip().splitlines()
+        if code != 0 or not lines:
+            raise OSError(f"{self.name}: GET {path} on port {port} failed: {out[-300:]}")
+        answer = json.loads(lines[-1])
+        return answer["status"], answer["headers"], base64.b64decode(answer["body"])
+
     def wait_exit(self, timeout: float = 30) -> int:
         """Wait until the container has exited; return its exit code."""
         until(self.inspect, f"{self.name} exits", timeout, accept=_exited)
@@ -227,6 +253,18 @@ class Service:
         """Force-remove the container; a container already gone is fine."""
         with suppress(docker.errors.NotFound):
             self.docker.remove(force=True, v=True)
+
+
+# Run by http_get inside a container (the server image has python3): one JSON line out.
+_HTTP_GET = """
+import base64, json, sys, urllib.error, urllib.request
+try:
+    r = urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))
+except urllib.error.HTTPError as e:
+    r = e
+body = base64.b64encode(r.read()).decode()
+print(json.dumps({"status": r.getcode(), "headers": dict(r.headers), "body": body}))
+"""
 
 
 def _exited(attrs: dict[str, Any]) -> bool:

@@ -1,9 +1,15 @@
 """A private copy of the gateway: server and NGINX on their own networks, as in compose.
 
     with GatewayStack.up("wsgw-demo") as stack:
-        stack.url            # ws://127.0.0.1:<port>/ws, through NGINX
-        stack.server_url     # ws://<server ip>:3000/ws, straight to the server
-        stack.server.restart()   # the records (stack.server_ip, stack.url) follow
+        stack.url                  # ws://127.0.0.1:<port>/ws, through NGINX
+        stack.server_get("/readyz")  # (200, headers, body), asked inside the server
+        stack.server.restart()       # the records (stack.server_ip, stack.url) follow
+
+The test process reaches NGINX only through its published port, at the address
+testcontainers computes (stack/docker_host.py: loopback on the Docker host, the bridge
+gateway from inside a container), and the server only through ``docker exec`` or helper
+containers on the backend network (stack/helper_containers.py): never by bridge IPs, which
+Docker's network isolation hides from a test process that runs in a container.
 
 Addresses are records of the services, read once after each start, restart or network
 change: reading them costs no Docker call (clients in the event loop may read them).
@@ -24,7 +30,7 @@ from testcontainers.core.config import testcontainers_config
 from testcontainers.core.network import Network
 from websockets.sync.client import connect
 
-from stack import compose_file, images
+from stack import compose_file, docker_host, images
 from stack.containers import Service
 from stack.docker_client import client, image_exists
 from stack.ports import free_port
@@ -119,7 +125,7 @@ class GatewayStack:
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Wait until the server is ready and an echo goes through NGINX."""
-        http_ok(f"{self.server_http}/readyz", f"{self.name}: server ready", timeout)
+        self.wait_server_ready(timeout)
         http_ok(f"{self.http}/healthz", f"{self.name}: nginx healthy", timeout)
         until(
             lambda: self.echo_once(self.url),
@@ -134,36 +140,54 @@ class GatewayStack:
             ws.send(payload)
             return ws.recv(timeout=3) == payload
 
+    def wait_server_ready(self, timeout: float = 60) -> None:
+        """Wait until the server's /readyz answers 200 (asked inside its container)."""
+        until(
+            lambda: self.server_get("/readyz")[0],
+            f"{self.name}: server ready",
+            timeout,
+            accept=lambda status: status == 200,
+        )
+
+    def server_get(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        """GET ``path`` on the server, from inside its container: (status, headers, body).
+
+        The server publishes no port; this works wherever the Docker API does, also while
+        the server is cut off the backend network. OSError when it does not answer.
+        """
+        return self.server.http_get(SERVER_PORT, path)
+
     # ---- addresses (read from the services' records: no Docker call) ---------------------------
     @property
+    def host(self) -> str:
+        """Where NGINX's published ports are reached from here (stack/docker_host.py)."""
+        return docker_host.address()
+
+    @property
     def port(self) -> int:
-        """Host port of NGINX's 8080, published on 127.0.0.1 (new after an NGINX restart)."""
+        """Host port of NGINX's 8080 (the same across NGINX restarts)."""
         return self.nginx.host_port(NGINX_PORT)
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+        return f"ws://{self.host}:{self.port}/ws"
 
     @property
     def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def tls_url(self) -> str:
-        return f"wss://127.0.0.1:{self.nginx.host_port(NGINX_TLS_PORT)}/ws"
+        return f"wss://{self.host}:{self.nginx.host_port(NGINX_TLS_PORT)}/ws"
 
     @property
     def server_ip(self) -> str:
-        """The server's address on the backend network (KeyError while cut off it)."""
+        """The server's address on the backend network (KeyError while cut off it).
+
+        A record for reports and for containers on that network; the test process itself
+        cannot count on reaching it.
+        """
         return self.server.ip(self.backend)
-
-    @property
-    def server_url(self) -> str:
-        return f"ws://{self.server_ip}:{SERVER_PORT}/ws"
-
-    @property
-    def server_http(self) -> str:
-        return f"http://{self.server_ip}:{SERVER_PORT}"
 
     # ---- parts -----------------------------------------------------------------------------
     def _network(self, role: str, internal: bool) -> Network:
@@ -189,8 +213,9 @@ class GatewayStack:
     def _start_nginx(self) -> Service:
         env = {
             **compose_file.environment("nginx"),
-            # Reached by the test stack's own name too, from probes on its networks.
-            "SERVER_NAMES": "localhost 127.0.0.1 nginx",
+            # Reached by the test stack's own name too, from probes on its networks, and by
+            # the Docker host's address when the tests run in a container.
+            "SERVER_NAMES": docker_host.server_names("localhost 127.0.0.1 nginx"),
             **self.options.nginx_env,
         }
         volumes = {}
@@ -226,7 +251,7 @@ class GatewayStack:
         """Start a new server container (a new address), then remove the old one."""
         old = self.server
         self.server = self._start_server()
-        http_ok(f"{self.server_http}/readyz", f"{self.name}: new server ready")
+        self.wait_server_ready(30)
         old.remove()
         return self.server
 

@@ -2,7 +2,9 @@
 
 * a client with an address of its own (the host reaches NGINX from one address only, so a
   second client IP for the per-IP limits has to be a container on the edge network);
-* a placeholder holding an address on a network (so the next container gets another).
+* a placeholder holding an address on a network (so the next container gets another);
+* a peer on the backend network, for what only the backend may reach (the server itself:
+  the test process reaches containers only through published ports and ``docker exec``).
 
 They run the server image (python3 and websockets are in it) as its unprivileged user,
 start through :meth:`stack.containers.Service.start` like every container of the stack,
@@ -12,12 +14,15 @@ and carry the stack's label: ``GatewayStack.down()`` removes them with the rest.
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
+from pathlib import Path
 from typing import Any
 
 from testcontainers.core.network import Network
 
-from stack import images
+from stack import echo_exchange, images
 from stack.containers import Service
 from stack.gateway import GatewayStack
 
@@ -35,6 +40,46 @@ class Helper(Service):
             for line in self.logs().splitlines()
             if line.startswith(RESULT)
         ]
+
+
+class Peer(Helper):
+    """A helper that stays up; :meth:`exchange` runs an echo exchange from inside it."""
+
+    def exchange(
+        self,
+        url: str,
+        messages: list[str | bytes],
+        max_size: int = echo_exchange.DEFAULT_MAX_SIZE,
+        timeout: float = 10,
+    ) -> dict[str, Any]:
+        """:func:`stack.echo_exchange.exchange` run in this container; same result."""
+        spec = {
+            "url": url,
+            "messages": [echo_exchange.encode(m) for m in messages],
+            "max_size": max_size,
+            "timeout": timeout,
+        }
+        script = Path(echo_exchange.__file__).read_bytes()
+        # Through the Docker API, not a bind mount: works wherever the daemon is.
+        self.docker.put_archive(
+            "/tmp", _tar({"echo_exchange.py": script, "spec.json": json.dumps(spec).encode()})
+        )
+        code, out = self.exec(["python3", "/tmp/echo_exchange.py", "/tmp/spec.json"])
+        assert code == 0, f"echo exchange in {self.name} failed: {out[-2000:]}"
+        result = json.loads(out.strip().splitlines()[-1])
+        result["echoed"] = [echo_exchange.decode(m) for m in result["echoed"]]
+        return result
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 def python(
@@ -58,6 +103,18 @@ def python(
         env=env,
         labels=stack.labels,
         command=["python3", "-u", "-c", code],
+    )
+
+
+def backend_peer(stack: GatewayStack, name: str = "peer") -> Peer:
+    """A :class:`Peer` on ``stack``'s backend network, up until removed."""
+    return Peer.start(
+        name,
+        images.ensure(images.SERVER),
+        f"{stack.name}-{name}",
+        stack.backend,
+        labels=stack.labels,
+        command=["python3", "-c", "import signal; signal.pause()"],
     )
 
 

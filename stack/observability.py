@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from stack import images
+from stack import docker_host, images
 from stack.compose_file import COMPOSE_FILE, ROOT
 from stack.ports import free_port
 from stack.waits import until
@@ -61,7 +61,9 @@ def profile(scrape_interval: str = "1s", **settings: str) -> Iterator[tuple[int,
         **os.environ,
         **images.env_for_compose(observability=True),
         "COMPOSE_PROFILES": "observability",
-        "GATEWAY_BIND": "127.0.0.1",
+        "GATEWAY_BIND": docker_host.publish_address(),
+        "SERVER_NAMES": docker_host.server_names(),
+        "PROMETHEUS_BIND": docker_host.publish_address(),
         "GATEWAY_PORT": str(gateway_port),
         "PROMETHEUS_PORT": str(prometheus_port),
         "PROMETHEUS_SCRAPE_INTERVAL": scrape_interval,
@@ -92,7 +94,7 @@ def profile(scrape_interval: str = "1s", **settings: str) -> Iterator[tuple[int,
 def api(port: int, path: str, **params: str) -> dict:
     """GET ``/api/v1/<path>`` of the Prometheus on ``port``; its ``data``."""
     query = f"?{urllib.parse.urlencode(params)}" if params else ""
-    url = f"http://127.0.0.1:{port}/api/v1/{path}{query}"
+    url = f"http://{docker_host.address()}:{port}/api/v1/{path}{query}"
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.load(response)["data"]
 
@@ -250,7 +252,7 @@ def _graph(args: argparse.Namespace) -> int:
             accept=lambda h: h.get("server") == "up" and h.get("nginx") == "up",
         )
         start = time.time()
-        asyncio.run(ramp(f"ws://127.0.0.1:{gateway_port}/ws", steps=args.steps))
+        asyncio.run(ramp(f"ws://{docker_host.address()}:{gateway_port}/ws", steps=args.steps))
         end = time.time()
         # The last scrape after the load, so the graph ends where the load did.
         until(

@@ -22,7 +22,7 @@ from pathlib import Path
 import tenacity
 from websockets.sync.client import connect
 
-from stack import base_images, compose_file, images
+from stack import base_images, compose_file, docker_host, images
 from stack.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def init() -> bool:
 
 
 def url(port: int) -> str:
-    return f"ws://127.0.0.1:{port}/ws"
+    return f"ws://{docker_host.address()}:{port}/ws"
 
 
 def echo_once(target: str) -> None:
@@ -108,6 +108,7 @@ def deploy(replicas: int, port: int, settings: dict[str, str] | None = None) -> 
         "NGINX_IMAGE": tags["nginx"],
         "SERVER_REPLICAS": str(replicas),
         "GATEWAY_PORT": str(port),
+        "SERVER_NAMES": docker_host.server_names(),  # the Host header url() makes
     }
     # --resolve-image never: the images are local tags, no registry holds them.
     docker(
@@ -243,7 +244,7 @@ def _up(args) -> int:
     target = up(args.replicas, args.port)
     print(f"stack {STACK} is up on a swarm ({args.replicas} server replicas)")
     print(f"  through NGINX:  {target}")
-    print(f"  NGINX health:   http://127.0.0.1:{args.port}/healthz")
+    print(f"  NGINX health:   http://{docker_host.address()}:{args.port}/healthz")
     print("  status:         python -m stack swarm status")
     print("  stop it with:   python -m stack swarm down")
     return 0

@@ -6,10 +6,10 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-from stack.gateway import StackOptions
+from stack.gateway import GatewayStack, StackOptions
 from stack.scenarios.base import Context, Scenario
 from stack.scenarios.common import account, codes, spread
-from stack.waits import http_status, seconds
+from stack.waits import seconds
 from stack.wire.client import Fleet
 from stack.wire.raw import RawWebSocket
 
@@ -23,10 +23,10 @@ OPTIONS = StackOptions(
 
 
 class ReadinessWatch:
-    """Polls /readyz in a thread and keeps every answer with its time."""
+    """Polls the server's /readyz in a thread and keeps every answer with its time."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, stack: GatewayStack) -> None:
+        self.stack = stack
         self.samples: list[tuple[float, str]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -41,7 +41,7 @@ class ReadinessWatch:
     def _poll(self) -> None:
         while not self._stop.is_set():
             try:
-                answer = str(http_status(self.url, timeout=1))
+                answer = str(self.stack.server_get("/readyz")[0])
             except OSError as e:
                 answer = type(e).__name__
             self.samples.append((time.time(), answer))
@@ -53,10 +53,9 @@ class ReadinessWatch:
 
 async def run(ctx: Context) -> None:
     stack = ctx.stack
-    readyz = f"{stack.server_http}/readyz"
     nginx = urlsplit(stack.url)
     fleet = Fleet.of(CLIENTS, stack.url, prefix="d", interval=0.1, window=2, echo_timeout=10)
-    watch = ReadinessWatch(readyz)
+    watch = ReadinessWatch(stack)
     silent = None
     try:
         ctx.step(f"starting {CLIENTS} echoing clients and one that will not answer a close frame")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-from stack import images
+from stack import docker_host, images
 from stack.compose_file import COMPOSE_FILE
 from stack.ports import free_port
 
@@ -26,7 +26,8 @@ def compose_project(gateway_images: dict[str, str]) -> Iterator[tuple[str, int, 
     env = {
         **os.environ,
         **images.env_for_compose(),
-        "GATEWAY_BIND": "127.0.0.1",
+        "GATEWAY_BIND": docker_host.publish_address(),
+        "SERVER_NAMES": docker_host.server_names(),
         "GATEWAY_PORT": str(port),
         # The classic builder: this Docker Engine may have no BuildKit/buildx.
         "DOCKER_BUILDKIT": "0",
@@ -56,7 +57,7 @@ def test_compose_up_starts_both_and_echoes_through_nginx(compose_project) -> Non
     )
     assert up.returncode == 0, up.stdout + up.stderr
     message = "through compose ✓"
-    with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=10) as ws:
+    with connect(f"ws://{docker_host.address()}:{port}/ws", open_timeout=10) as ws:
         ws.send(message)
         assert ws.recv(timeout=10) == message
         ws.send(b"\x00\xff binary")

@@ -1,4 +1,8 @@
-"""Plain HTTP on the gateway: health, readiness, metrics, and what /ws says to non-WebSockets."""
+"""Plain HTTP on the gateway: health, readiness, metrics, and what /ws says to non-WebSockets.
+
+NGINX is asked through its published port; the server, which publishes none, from inside
+its container (``stack.server_get``).
+"""
 
 from __future__ import annotations
 
@@ -29,14 +33,14 @@ def test_nginx_answers_its_own_health_check(stack) -> None:
 def test_server_health_and_readiness_are_200_json(stack) -> None:
     """The server's /healthz and /readyz answer 200 with JSON while it accepts connections."""
     for path in ("/healthz", "/readyz"):
-        status, _, body = get(f"{stack.server_http}{path}")
+        status, _, body = stack.server_get(path)
         assert status == 200, path
         assert isinstance(json.loads(body), dict)
 
 
 def test_server_metrics_are_prometheus_text(stack) -> None:
     """/metrics is Prometheus text format with HELP and TYPE lines."""
-    status, headers, body = get(f"{stack.server_http}/metrics")
+    status, headers, body = stack.server_get("/metrics")
     assert status == 200
     assert headers["Content-Type"].startswith("text/plain")
     samples = prometheus.parse(body.decode())
@@ -46,9 +50,9 @@ def test_server_metrics_are_prometheus_text(stack) -> None:
 
 def test_plain_http_request_to_ws_gets_426_through_nginx_and_direct(stack) -> None:
     """A GET /ws without the WebSocket upgrade is told 426 Upgrade Required, both ways."""
-    for base in (stack.http, stack.server_http):
-        status, _, body = get(f"{base}/ws")
-        assert status == 426, base
+    answers = {"nginx": get(f"{stack.http}/ws"), "direct": stack.server_get("/ws")}
+    for way, (status, _, body) in answers.items():
+        assert status == 426, way
         assert body
 
 

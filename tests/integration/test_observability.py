@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from websockets.sync.client import connect
 
+from stack import docker_host
 from stack.observability import api, profile, target_health
 from stack.waits import until
 
@@ -38,7 +39,7 @@ def test_prometheus_scrapes_both_targets_and_counts_the_messages_sent(
         accept=lambda h: h.get("server") == "up" and h.get("nginx") == "up",
     )
     assert health["prometheus"] == "up"
-    with connect(f"ws://127.0.0.1:{gateway_port}/ws", open_timeout=10) as ws:
+    with connect(f"ws://{docker_host.address()}:{gateway_port}/ws", open_timeout=10) as ws:
         for n in range(7):
             ws.send(f"observed {n}")
             assert ws.recv(timeout=10) == f"observed {n}"

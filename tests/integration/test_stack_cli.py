@@ -8,7 +8,7 @@ import uuid
 
 from websockets.sync.client import connect
 
-from stack import gateway
+from stack import docker_host, gateway
 
 
 def stack_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -23,7 +23,7 @@ def test_up_status_logs_down(gateway_images: dict[str, str]) -> None:
     try:
         up = stack_cli("up", "--name", name)
         assert up.returncode == 0, up.stderr
-        url = next(w for w in up.stdout.split() if w.startswith("ws://127.0.0.1:"))
+        url = next(w for w in up.stdout.split() if w.startswith(f"ws://{docker_host.address()}:"))
         with connect(url, open_timeout=10) as ws:
             ws.send("by hand")
             assert ws.recv(timeout=10) == "by hand"

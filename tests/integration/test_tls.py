@@ -8,9 +8,14 @@ from pathlib import Path
 
 from websockets.sync.client import connect
 
+from stack import docker_host
+
 
 def self_signed(directory: Path) -> Path:
-    """Write tls.crt and tls.key for CN=localhost (SAN 127.0.0.1) into ``directory``."""
+    """Write tls.crt and tls.key for CN=localhost (SAN 127.0.0.1 and where the Docker host
+    is reached from here) into ``directory``."""
+    host = docker_host.address()
+    kind = "IP" if docker_host.publish_address() == host else "DNS"
     subprocess.run(
         [
             "openssl",
@@ -24,7 +29,7 @@ def self_signed(directory: Path) -> Path:
             "-subj",
             "/CN=localhost",
             "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            f"subjectAltName=DNS:localhost,IP:127.0.0.1,{kind}:{host}",
             "-keyout",
             str(directory / "tls.key"),
             "-out",
