@@ -590,7 +590,7 @@ async def _after_attack(
         ),
         poll=0.25,
     )
-    status = await ctx.blocking(http_status, f"{stack.server_http}/readyz")
+    status, _ = await ctx.blocking(stack.server_get, "/readyz")
     ctx.check("/readyz answers 200", status == 200, f"{status}")
     code, took = await _new_client(stack.url)
     ctx.check(

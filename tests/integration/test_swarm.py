@@ -15,6 +15,10 @@ from websockets.sync.client import connect
 
 from stack import swarm
 
+# Swarm init and leave rewire Docker's networking: run alone (scripts/test.sh), never beside
+# other stacks, whose NGINX then answered 502 to every handshake.
+pytestmark = pytest.mark.swarm
+
 REPLICAS = 3
 CONNECTIONS = 9
 

@@ -68,6 +68,7 @@ def test_hostile_clients(make_stack) -> None:
     run_scenario("hostile-clients", make_stack)
 
 
+@pytest.mark.swarm
 def test_rolling_update(make_stack) -> None:
     """On a swarm of its own (machine-wide lock, always removed): see the scenario."""
     run_scenario("rolling-update", make_stack)
