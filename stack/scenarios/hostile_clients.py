@@ -19,7 +19,7 @@ from stack.gateway import NGINX_PORT, SERVER_PORT, GatewayStack, StackOptions
 from stack.scenarios.base import Context, Scenario
 from stack.scenarios.common import account
 from stack.scenarios.resources import SAMPLE_PERIOD, StatsSampler
-from stack.waits import http_status, seconds
+from stack.waits import seconds
 from stack.wire import handshake
 from stack.wire.client import Fleet, Outcome
 
