@@ -91,7 +91,7 @@ def test_reports_uploaded(workflow: dict[str, Any]) -> None:
     ]
     assert len(uploads) == 1
     paths = uploads[0]["with"]["path"].split()
-    assert paths == ["reports/coverage.xml", "reports/junit.xml"]
+    assert paths == ["reports/coverage.xml", "reports/junit.xml", "reports/junit-swarm.xml"]
     test_sh = (ROOT / "scripts" / "test.sh").read_text()
     for path in paths:
         assert path in test_sh, f"scripts/test.sh no longer writes {path}"
