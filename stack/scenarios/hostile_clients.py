@@ -590,7 +590,7 @@ async def _after_attack(
         ),
         poll=0.25,
     )
-    status, _ = await ctx.blocking(stack.server_get, "/readyz")
+    status, _, _ = await ctx.blocking(stack.server_get, "/readyz")
     ctx.check("/readyz answers 200", status == 200, f"{status}")
     code, took = await _new_client(stack.url)
     ctx.check(
