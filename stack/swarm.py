@@ -235,6 +235,8 @@ def down(*, leave: bool = True) -> bool:
     )(gone)
     if leave and created_by_us():
         docker("swarm", "leave", "--force")
+        # Swarm init made it and leaving keeps it; nothing of the host's uses it then.
+        docker("network", "rm", "docker_gwbridge", check=False)
         return True
     return False
 
