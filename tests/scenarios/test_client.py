@@ -209,9 +209,10 @@ async def test_messages_in_flight_at_a_drop_are_resent_and_nothing_is_lost() -> 
     # Every message the server echoed is one the client sent: the same text, byte for byte.
     texts = {m.text for m in client.ledger.messages.values()}
     assert set(flaky.received) == texts
+    # A send into a connection being aborted may never reach the server, so a resent message
+    # arrived once or more, never more often than it was sent.
     for message in client.ledger.messages.values():
-        if message.sends > 1:
-            assert flaky.received.count(message.text) == message.sends
+        assert 1 <= flaky.received.count(message.text) <= message.sends, message
 
 
 async def test_a_late_duplicate_echo_is_recognised_not_counted_as_new_or_lost() -> None:
