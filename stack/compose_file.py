@@ -124,3 +124,14 @@ def _ulimit(name: str, value: int | dict[str, int]) -> Ulimit:
 def memory_limit(name: str) -> int:
     """The service's memory limit in bytes."""
     return runtime_kwargs(name)["mem_limit"]
+
+
+def down(project: str, env: dict[str, str]) -> None:
+    """Remove compose project ``project`` (containers, networks, volumes); never raises."""
+    command = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", project]
+    subprocess.run(
+        [*command, "down", "-v", "--remove-orphans", "-t", "5"],
+        env=env,
+        capture_output=True,
+        check=False,
+    )

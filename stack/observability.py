@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from stack import docker_host, images
+from stack import compose_file, docker_host, images
 from stack.compose_file import COMPOSE_FILE, ROOT
 from stack.ports import free_port
 from stack.waits import until
@@ -83,12 +83,7 @@ def profile(scrape_interval: str = "1s", **settings: str) -> Iterator[tuple[int,
             raise RuntimeError(f"compose up of {name} failed:\n{up.stdout}{up.stderr}")
         yield gateway_port, prometheus_port
     finally:
-        subprocess.run(
-            [*base, "down", "-v", "--remove-orphans", "-t", "5"],
-            env=env,
-            capture_output=True,
-            check=False,
-        )
+        compose_file.down(name, env)
 
 
 def api(port: int, path: str, **params: str) -> dict:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-from stack import docker_host, images
+from stack import compose_file, docker_host, images
 from stack.compose_file import COMPOSE_FILE
 from stack.ports import free_port
 
@@ -32,16 +32,10 @@ def compose_project(gateway_images: dict[str, str]) -> Iterator[tuple[str, int, 
         # The classic builder: this Docker Engine may have no BuildKit/buildx.
         "DOCKER_BUILDKIT": "0",
     }
-    base = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", name]
     try:
         yield name, port, env
     finally:
-        subprocess.run(
-            [*base, "down", "-v", "--remove-orphans", "-t", "5"],
-            env=env,
-            capture_output=True,
-            check=False,
-        )
+        compose_file.down(name, env)
 
 
 def test_compose_up_starts_both_and_echoes_through_nginx(compose_project) -> None:
