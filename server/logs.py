@@ -30,7 +30,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-PREVIEW_CHARS = 64
+PREVIEW_CHARS = 64  # of a text message
+PREVIEW_BYTES = 32  # of a binary message, shown as 64 hex digits
 # Lines waiting for a consumer that stopped reading; beyond it lines are dropped and counted.
 LOG_BUFFER_BYTES = 1 << 20
 # At exit, how long to wait for a slow consumer to take what is still buffered, seconds.
@@ -48,13 +49,18 @@ def log_event(logger: logging.Logger, level: int, event: str, /, **fields: Any) 
 
 
 def preview(message: str | bytes) -> str:
-    """A short, escaped, single-line preview of a message (first 64 characters or bytes).
+    """A short, escaped, single-line preview of a message, at most 64 characters (+ "...").
 
-    ``repr`` escapes every non-printable character (controls, line and paragraph separators,
-    bidi overrides) and backslashes, so the preview is unambiguous and one line.
+    Text: its first 64 characters; ``repr`` escapes every non-printable character (controls,
+    line and paragraph separators, bidi overrides) and backslashes, so the preview is
+    unambiguous and one line. Binary: its first 32 bytes in hex, which needs no escaping
+    anywhere (``repr`` would spend four characters on most bytes of arbitrary binary, and a
+    JSON log line two more on each backslash).
     """
-    head = message[:PREVIEW_CHARS]
-    text = repr(head)[2:-1] if isinstance(head, bytes) else repr(head)[1:-1]
+    if isinstance(message, bytes):
+        text = message[:PREVIEW_BYTES].hex()
+        return text + "..." if len(message) > PREVIEW_BYTES else text
+    text = repr(message[:PREVIEW_CHARS])[1:-1]
     return text + "..." if len(message) > PREVIEW_CHARS else text
 
 

@@ -63,11 +63,12 @@ def test_content_cannot_forge_a_line(formatter):
 
 
 def test_preview_is_short_escaped_and_typed():
-    """Previews escape control characters and are cut at 64 characters or bytes."""
+    """Previews escape control characters and are cut at 64 characters: text as text, binary
+    as the hex of its first 32 bytes."""
     assert preview("a\nb\tc\x00") == "a\\nb\\tc\\x00"
-    assert preview(b"\x00\xffA\n") == "\\x00\\xffA\\n"
+    assert preview(b"\x00\xffA\n") == "00ff410a"
     assert preview("x" * 100) == "x" * 64 + "..."
-    assert preview(b"y" * 65) == "y" * 64 + "..."
+    assert preview(b"y" * 33) == "79" * 32 + "..."
     assert preview("\u202e\u2028") == "\\u202e\\u2028"
     assert preview("") == "" and preview(b"") == ""
 

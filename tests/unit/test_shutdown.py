@@ -142,7 +142,11 @@ async def test_message_read_during_the_drain_is_logged_as_received(log_events: L
         finally:
             raw.abort()
     received = log_events.one("message_received")
-    assert (received["seq"], received["type"], received["preview"]) == (1, "binary", "late\\n")
+    assert (received["seq"], received["type"], received["preview"]) == (
+        1,
+        "binary",
+        b"late\n".hex(),
+    )
     assert not log_events("message_echoed")
 
 
