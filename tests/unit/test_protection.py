@@ -180,6 +180,23 @@ async def test_answering_peer_survives_heartbeats():
         assert gw.metrics.connections_active == 1 and not gw.metrics.errors
 
 
+async def test_idle_connections_hold_one_task_and_no_headers():
+    """What an idle connection keeps is small: the heartbeat is one task for all connections
+    (not one each), and the handshake's headers are let go once it is open."""
+    async with running_gateway(**heartbeat_env(10, 10)) as gw:
+        before = len(asyncio.all_tasks())
+        clients = [await connect(gw.url, ping_interval=None) for _ in range(20)]
+        try:
+            await wait_until(lambda: len(gw.connections) == 20)
+            # One handler task per connection, from the library; the gateway adds none.
+            assert len(asyncio.all_tasks()) - before == 20
+            for connection in gw.connections:
+                assert len(connection.request.headers) == 0 == len(connection.response.headers)
+        finally:
+            for client in clients:
+                await client.close()
+
+
 async def test_heartbeat_can_be_disabled(gateway: Gateway):
     """WS_PING_INTERVAL=0 disables the heartbeat: a silent peer outlives one that pings drop."""
     assert gateway.config.ping_interval == 20
