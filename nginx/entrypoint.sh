@@ -42,6 +42,7 @@ readonly RUNTIME_CONF=$RUNTIME_DIR/nginx.conf
 # nginx/ shows the same table.
 # ----------------------------------------------------------------------
 readonly SETTINGS=(
+    "LISTEN_PORT|8080|int:1024:65535|port of ws:// (unprivileged); change it only on the host's network (docker-compose.host-network.yaml), where it is a port of the host"
     "UPSTREAM_HOST|server|host|DNS name (or IPv4) of the WebSocket server, re-resolved while running"
     "UPSTREAM_PORT|3000|int:1:65535|TCP port of the WebSocket server"
     "RESOLVER|127.0.0.11|resolvers|DNS server(s) for UPSTREAM_HOST, space-separated (Docker's embedded DNS)"
@@ -291,7 +292,7 @@ cmd_start() {
         exit 1
     fi
     log "config $RUNTIME_CONF: upstream $UPSTREAM_HOST:$UPSTREAM_PORT via $RESOLVER," \
-        "ws on 8080, wss on 8443 $([[ $TLS == on ]] && echo on || echo off);" \
+        "ws on $LISTEN_PORT, wss on 8443 $([[ $TLS == on ]] && echo on || echo off);" \
         "reload with: wsgw-nginx reload"
     exec nginx -e stderr -c "$RUNTIME_CONF" -g 'daemon off;'
 }
