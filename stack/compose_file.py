@@ -20,6 +20,10 @@ from docker.types import LogConfig, Ulimit
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
+HOST_NETWORK_FILE = ROOT / "docker-compose.host-network.yaml"  # NGINX without docker-proxy
+# Settings the compose file fixes (not passed through from the environment): they wire the
+# services to each other.
+WIRING = ("WS_HOST", "WS_PORT", "LISTEN_PORT", "UPSTREAM_HOST", "UPSTREAM_PORT")
 
 
 class ComposeError(RuntimeError):

@@ -71,7 +71,7 @@ class Service:
         role: str,
         image: str,
         name: str,
-        network: Network,
+        network: Network | None,
         aliases: Sequence[str] = (),
         env: dict[str, str] | None = None,
         labels: dict[str, str] | None = None,
@@ -83,7 +83,8 @@ class Service:
         command: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> Service:
-        """Create and start ``image`` as ``name`` on ``network`` under ``aliases``.
+        """Create and start ``image`` as ``name`` on ``network`` under ``aliases``
+        (``network`` None: on the host's own network, without aliases).
 
         ``also_on`` lists more (network, aliases) to join right after the start (Docker API
         1.41 attaches one network at creation). ``ports`` maps container ports to host
@@ -94,15 +95,13 @@ class Service:
         ``containers.create`` keywords (limits, security options:
         ``compose_file.runtime_kwargs``).
         """
-        container = (
-            DockerContainer(image)
-            .with_name(name)
-            .with_network(network)
-            .with_network_aliases(*aliases)
-            .with_envs(**(env or {}))
-            # testcontainers' with_kwargs replaces earlier calls: everything goes in one.
-            .with_kwargs(labels=dict(labels or {}), **kwargs)
-        )
+        container = DockerContainer(image).with_name(name).with_envs(**(env or {}))
+        if network is None:
+            kwargs["network_mode"] = "host"
+        else:
+            container.with_network(network).with_network_aliases(*aliases)
+        # testcontainers' with_kwargs replaces earlier calls: everything goes in one.
+        container.with_kwargs(labels=dict(labels or {}), **kwargs)
         if command is not None:
             container.with_command(list(command))
         for port, host_port in (ports or {}).items():

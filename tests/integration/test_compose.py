@@ -1,8 +1,11 @@
-"""docker-compose.yaml itself: `docker compose up --wait` starts both, and ws://.../ws echoes."""
+"""docker-compose.yaml itself: `docker compose up --wait` starts both, and ws://.../ws echoes;
+with docker-compose.host-network.yaml too."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -12,7 +15,8 @@ import pytest
 from websockets.sync.client import connect
 
 from stack import compose_file, docker_host, images
-from stack.compose_file import COMPOSE_FILE
+from stack.compose_file import COMPOSE_FILE, HOST_NETWORK_FILE
+from stack.docker_client import client
 from stack.ports import free_port
 
 pytestmark = pytest.mark.e2e
@@ -64,3 +68,56 @@ def test_compose_up_starts_both_and_echoes_through_nginx(compose_project) -> Non
         check=True,
     )
     assert sorted(ps.stdout.split("\n")[:2]) == ["nginx healthy", "server healthy"], ps.stdout
+
+
+def free_subnet() -> str:
+    """A /24 in 172.31.0.0/16 that no Docker network on this engine uses."""
+    taken = {
+        config["Subnet"]
+        for network in client().networks.list()
+        for config in (network.attrs.get("IPAM") or {}).get("Config") or []
+        if "Subnet" in config
+    }
+    for third in range(254, 0, -1):
+        subnet = f"172.31.{third}.0/24"
+        if subnet not in taken:
+            return subnet
+    raise AssertionError("no free 172.31.x.0/24 subnet on this engine")
+
+
+def own_address(peer: str) -> str:
+    """This process's address as ``peer`` sees it (the source address of a route to it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((peer, 9))
+        return str(probe.getsockname()[0])
+
+
+def test_host_network_override_echoes_without_docker_proxy(compose_project) -> None:
+    """docker-compose.host-network.yaml: NGINX listens on the host's port itself, so clients
+    reach it without docker-proxy, and it sees their own address (through docker-proxy,
+    every client is the bridge's gateway)."""
+    name, port, env = compose_project
+    subnet = free_subnet()
+    env = {**env, "BACKEND_SUBNET": subnet, "SERVER_ADDRESS": subnet.replace(".0/24", ".10")}
+    files = ["-f", str(COMPOSE_FILE), "-f", str(HOST_NETWORK_FILE)]
+    base = ["docker", "compose", *files, "-p", name]
+    up = subprocess.run(
+        [*base, "up", "--build", "--wait", "--wait-timeout", "120"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=Path(COMPOSE_FILE).parent,
+    )
+    assert up.returncode == 0, up.stdout + up.stderr
+    nginx = client().containers.get(f"{name}-nginx-1")
+    assert nginx.attrs["HostConfig"]["NetworkMode"] == "host"
+    assert nginx.attrs["NetworkSettings"]["Ports"] in ({}, None)  # nothing for docker-proxy
+    host = docker_host.address()
+    payload = bytes(range(256)) * 4
+    with connect(f"ws://{host}:{port}/ws", open_timeout=10) as ws:
+        ws.send(payload)
+        assert ws.recv(timeout=10) == payload
+    logs = client().containers.get(f"{name}-server-1").logs().decode()
+    events = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    opened = [e for e in events if e["event"] == "connection_open"]
+    assert [e["client"] for e in opened] == [own_address(host)]

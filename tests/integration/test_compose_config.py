@@ -60,8 +60,6 @@ def test_a_missing_required_variable_fails_with_compose_message(project) -> None
         compose_file.config(project)
 
 
-# Settings the compose file fixes because they wire the services together.
-WIRING = {"WS_HOST", "WS_PORT", "UPSTREAM_HOST", "UPSTREAM_PORT"}
 # Container variable -> the .env name that sets it, where they differ.
 COMPOSE_NAMES = {"WORKER_PROCESSES": "NGINX_WORKER_PROCESSES"}
 
@@ -70,7 +68,11 @@ def documented(heading: str) -> list[str]:
     """The variables of the table under ``heading`` in docs/configuration.md."""
     text = (compose_file.ROOT / "docs" / "configuration.md").read_text()
     section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
-    return [name for name in re.findall(r"^\| `(\w+)` \|", section, re.M) if name not in WIRING]
+    return [
+        name
+        for name in re.findall(r"^\| `(\w+)` \|", section, re.M)
+        if name not in compose_file.WIRING
+    ]
 
 
 def test_every_documented_setting_reaches_its_container_from_env(

@@ -17,6 +17,7 @@ import pytest
 
 from server import metrics
 from server.config import Config
+from stack import compose_file
 
 ROOT = Path(__file__).resolve().parents[2]
 README = "README.md"
@@ -214,10 +215,11 @@ def test_every_nginx_setting_is_documented() -> None:
 
 
 # Compose files whose ${VARIABLE:-default}s users set from the shell or .env.
-COMPOSE_FILES = ("docker-compose.yaml", "docker-compose.tls.yaml")
-# Settings docker-compose.yaml fixes instead of passing through: they wire the services to
-# each other (NGINX's upstream, the server's health check and Prometheus's target).
-WIRING = ("WS_HOST", "WS_PORT", "UPSTREAM_HOST", "UPSTREAM_PORT")
+COMPOSE_FILES = (
+    "docker-compose.yaml",
+    "docker-compose.tls.yaml",
+    "docker-compose.host-network.yaml",
+)
 # Settings whose compose variable has another name (NGINX's default differs in compose).
 COMPOSE_NAMES = {"WORKER_PROCESSES": "NGINX_WORKER_PROCESSES"}
 
@@ -260,7 +262,7 @@ def test_every_documented_setting_passes_through_compose() -> None:
     missing = [
         name
         for name in documented
-        if name not in ("Variable", "---", *WIRING)
+        if name not in ("Variable", "---", *compose_file.WIRING)
         and COMPOSE_NAMES.get(name, name) not in variables
     ]
     assert missing == []
