@@ -80,6 +80,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": None,
             }
         )
+    host_network = _find(rows, "gateway via NGINX on the host's network (no docker-proxy)")
+    if published and host_network:
+        ratio = host_network["messages_per_s"] / published["messages_per_s"]
+        out.append(
+            {
+                "target": "host networking (docker-compose.host-network.yaml) vs the published port (stated)",
+                "figure": f"{ratio:.2f}x ({host_network['messages_per_s']:,.0f} vs {published['messages_per_s']:,.0f} msg/s)",
+                "met": None,
+            }
+        )
     mem = results.get("memory") or {}
     limits = {"gateway direct": ("server", 16), "NGINX (its own cgroup)": ("nginx", 20)}
     for row in mem.get("rows", []):

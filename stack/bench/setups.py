@@ -35,7 +35,7 @@ class Run:
 
     name: str
     setup: str
-    via: str  # direct | nginx | published | baseline-asyncio | baseline-uvloop
+    via: str  # direct | nginx | published | host-network | baseline-asyncio | baseline-uvloop
     note: str = ""
 
     @property
@@ -62,6 +62,7 @@ THROUGHPUT_RUNS = [
     Run("gateway direct", "default", "direct"),
     Run("gateway via NGINX", "default", "nginx"),
     Run("gateway via NGINX's published port (docker-proxy)", "default", "published"),
+    Run("gateway via NGINX on the host's network (no docker-proxy)", "default", "host-network"),
     Run("gateway direct, asyncio loop", "asyncio", "direct"),
     Run("gateway direct, message logging on", "logging", "direct"),
     Run("gateway via NGINX, message logging on", "logging", "nginx"),

@@ -5,6 +5,9 @@ NGINX's address on the edge network (port 8080, Host: localhost). Both are netwo
 this stack only. "published" is the path a user on the host takes: NGINX's port published
 on 127.0.0.1, which this engine relays through its userland proxy (``docker-proxy``) unless
 the daemon runs with ``"userland-proxy": false``; its rows show what that relay costs.
+"host-network" is the same path without the relay, as docker-compose.host-network.yaml runs
+it: a second NGINX of the stack on the host's own network, on 127.0.0.1:<free port>, to the
+server's backend address.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from stack.bench.setups import NGINX_BENCH_ENV, SERVER_BENCH_ENV, Setup
 from stack.containers import Service
 from stack.docker_client import client
 from stack.gateway import LABEL, NGINX_PORT, SERVER_PORT, GatewayStack, StackOptions
+from stack.ports import free_port
 from stack.waits import http_ok, until
 
 
@@ -127,7 +131,47 @@ def target(
     cpu["nginx"] = stack.nginx.id
     if via == "published":
         return [Target("127.0.0.1", stack.port)], cpu
+    if via == "host-network":
+        nginx, port = host_network_nginx(stack)
+        cpu["nginx"] = nginx.id
+        return [Target("127.0.0.1", port)], cpu
     return [Target(stack.nginx.ip(stack.edge), NGINX_PORT)], cpu
+
+
+_host_network_nginx: dict[str, tuple[Service, int]] = {}  # by stack name
+
+
+def host_network_nginx(stack: GatewayStack) -> tuple[Service, int]:
+    """``stack``'s NGINX again, on the host's own network (as docker-compose.host-network.yaml
+    runs it), once it echoes; and its port on 127.0.0.1. Started on first use; it carries
+    the stack's label, so ``stack.down()`` removes it with the rest."""
+    if stack.name in _host_network_nginx:
+        return _host_network_nginx[stack.name]
+    port = free_port()
+    env = {
+        **compose_file.environment("nginx"),
+        **stack.options.nginx_env,
+        "LISTEN_PORT": str(port),
+        "UPSTREAM_HOST": stack.server_ip,
+    }
+    nginx = Service.start(
+        "nginx",
+        images.ensure(images.NGINX),
+        f"{stack.name}-nginx-host-network",
+        None,
+        env=env,
+        labels=stack.labels,
+        **compose_file.runtime_kwargs("nginx"),
+    )
+    url = f"ws://127.0.0.1:{port}/ws"
+    until(
+        lambda: GatewayStack.echo_once(url),
+        "NGINX on the host's network echoes",
+        30,
+        errors=(Exception,),
+    )
+    _host_network_nginx[stack.name] = nginx, port
+    return nginx, port
 
 
 def limits_text() -> str:
