@@ -3,6 +3,7 @@ with docker-compose.host-network.yaml too."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import socket
@@ -71,18 +72,22 @@ def test_compose_up_starts_both_and_echoes_through_nginx(compose_project) -> Non
 
 
 def free_subnet() -> str:
-    """A /24 in 172.31.0.0/16 that no Docker network on this engine uses."""
-    taken = {
-        config["Subnet"]
+    """A /24 in 10.254.0.0/16 that overlaps no Docker network on this engine.
+
+    Outside Docker's default address pools (172.17-31.0.0/16, 192.168.0.0/16), so stacks
+    that other test workers start meanwhile are not given an overlapping one.
+    """
+    taken = [
+        ipaddress.ip_network(config["Subnet"])
         for network in client().networks.list()
         for config in (network.attrs.get("IPAM") or {}).get("Config") or []
         if "Subnet" in config
-    }
+    ]
     for third in range(254, 0, -1):
-        subnet = f"172.31.{third}.0/24"
-        if subnet not in taken:
-            return subnet
-    raise AssertionError("no free 172.31.x.0/24 subnet on this engine")
+        subnet = ipaddress.ip_network(f"10.254.{third}.0/24")
+        if not any(subnet.overlaps(other) for other in taken):
+            return str(subnet)
+    raise AssertionError("no free 10.254.x.0/24 subnet on this engine")
 
 
 def own_address(peer: str) -> str:
