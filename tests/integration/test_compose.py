@@ -43,10 +43,8 @@ def compose_project(gateway_images: dict[str, str]) -> Iterator[tuple[str, int, 
         compose_file.down(name, env)
 
 
-def test_compose_up_starts_both_and_echoes_through_nginx(compose_project) -> None:
-    """`docker compose up --build --wait` brings both services up healthy; the echo works."""
-    name, port, env = compose_project
-    base = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", name]
+def compose_up(base: list[str], env: dict[str, str]) -> None:
+    """``docker compose ... up --build --wait``: every service healthy, or the test fails."""
     up = subprocess.run(
         [*base, "up", "--build", "--wait", "--wait-timeout", "120"],
         env=env,
@@ -55,6 +53,13 @@ def test_compose_up_starts_both_and_echoes_through_nginx(compose_project) -> Non
         cwd=Path(COMPOSE_FILE).parent,
     )
     assert up.returncode == 0, up.stdout + up.stderr
+
+
+def test_compose_up_starts_both_and_echoes_through_nginx(compose_project) -> None:
+    """`docker compose up --build --wait` brings both services up healthy; the echo works."""
+    name, port, env = compose_project
+    base = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", name]
+    compose_up(base, env)
     message = "through compose ✓"
     with connect(f"ws://{docker_host.address()}:{port}/ws", open_timeout=10) as ws:
         ws.send(message)
@@ -106,14 +111,7 @@ def test_host_network_override_echoes_without_docker_proxy(compose_project) -> N
     env = {**env, "BACKEND_SUBNET": subnet, "SERVER_ADDRESS": subnet.replace(".0/24", ".10")}
     files = ["-f", str(COMPOSE_FILE), "-f", str(HOST_NETWORK_FILE)]
     base = ["docker", "compose", *files, "-p", name]
-    up = subprocess.run(
-        [*base, "up", "--build", "--wait", "--wait-timeout", "120"],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=Path(COMPOSE_FILE).parent,
-    )
-    assert up.returncode == 0, up.stdout + up.stderr
+    compose_up(base, env)
     nginx = client().containers.get(f"{name}-nginx-1")
     assert nginx.attrs["HostConfig"]["NetworkMode"] == "host"
     assert nginx.attrs["NetworkSettings"]["Ports"] in ({}, None)  # nothing for docker-proxy
