@@ -203,14 +203,12 @@ class GatewayConnection(ServerConnection):
             self.pong_due = math.inf
             self.ping_due = self.loop.time() + self.gateway.config.ping_interval
 
-    def drop_for_heartbeat(self) -> None:
-        """No pong in time: close with 1011 if the socket takes it, release everything now."""
-        self.pong_due = math.inf
-        self.drop_reason = "heartbeat_timeout"
+    def drop(self, drop_reason: str, code: int, reason: str) -> None:
+        """End the connection now: a close frame with ``code`` if the socket takes it, then
+        abort, without waiting for a close handshake a dead or stuck peer never completes."""
+        self.drop_reason = drop_reason
         if self.protocol.state is OPEN:
-            # Tell the peer why if the socket takes it; then release everything now,
-            # without waiting for a close handshake a dead peer will never complete.
-            self.protocol.fail(CloseCode.INTERNAL_ERROR, HEARTBEAT_REASON)
+            self.protocol.fail(code, reason)
             self.send_data()
         self.transport.abort()
 
@@ -482,7 +480,7 @@ class Gateway:
                 used -= held[connection]
                 total -= held[connection]
                 shed.append(connection)
-                self._shed(connection)
+                connection.drop("memory_budget", CloseCode.TRY_AGAIN_LATER, MEMORY_REASON)
             log_event(
                 logger,
                 logging.WARNING,
@@ -494,15 +492,6 @@ class Gateway:
                 conns=[c.conn_id for c in shed],
             )
             self.metrics.memory_held = total
-
-    @staticmethod
-    def _shed(connection: GatewayConnection) -> None:
-        """Close with 1013 if the socket takes it, and release its buffers now."""
-        connection.drop_reason = "memory_budget"
-        if connection.protocol.state is OPEN:
-            connection.protocol.fail(CloseCode.TRY_AGAIN_LATER, MEMORY_REASON)
-            connection.send_data()
-        connection.transport.abort()
 
     # Heartbeat
 
@@ -522,7 +511,8 @@ class Gateway:
             now = loop.time()
             for ws in tuple(self.connections):
                 if now >= ws.pong_due:
-                    ws.drop_for_heartbeat()
+                    ws.pong_due = math.inf
+                    ws.drop("heartbeat_timeout", CloseCode.INTERNAL_ERROR, HEARTBEAT_REASON)
                 elif now >= ws.ping_due and ws.protocol.state is OPEN:
                     ws.ping_for_heartbeat(now)
 
