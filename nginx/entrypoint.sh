@@ -63,6 +63,7 @@ readonly SETTINGS=(
     "WORKER_RLIMIT_NOFILE|65536|int:64:1048576|file descriptors per worker; >= WORKER_CONNECTIONS, <= the container's hard nofile limit"
     "WORKER_SHUTDOWN_TIMEOUT|10s|duration:1s:1h|after reload or stop, old workers close remaining WebSockets after this"
     "PROXY_BUFFER_SIZE|2k|enum:1k 2k 4k 8k 16k|each WebSocket's two tunnel buffers: smaller saves memory per idle connection, larger moves big messages faster"
+    "SOCKET_BUFFER|16k|enum:8k 16k 32k 64k 128k 256k|kernel receive and send buffer of each client socket (rcvbuf/sndbuf on listen), fixed instead of autotuned to 32 MiB"
     "ERROR_LOG_LEVEL|notice|enum:debug info notice warn error crit alert emerg|error log level (stderr)"
     "TLS_CERT_FILE|/etc/nginx/tls/tls.crt|path|certificate chain (PEM); with TLS_KEY_FILE enables wss:// on 8443"
     "TLS_KEY_FILE|/etc/nginx/tls/tls.key|path|private key (PEM), readable by UID 101"

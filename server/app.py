@@ -20,7 +20,9 @@ import math
 import os
 import platform
 import random
+import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import websockets
@@ -31,6 +33,7 @@ from websockets.protocol import CLOSED, OPEN
 from websockets.server import ServerProtocol
 
 from . import memory
+from .budget import HEADROOM, MemoryBudget, connection_sizes
 from .config import Config
 from .http import HttpEndpoints
 from .logs import log_event, message_logger, preview
@@ -44,9 +47,13 @@ HEARTBEAT_REASON = "keepalive ping timeout"
 MEMORY_REASON = "server memory budget exceeded"
 HELD_BY_QUEUE = 1  # GatewayConnection.reading_held: the receive queue is full
 HELD_BY_WRITES = 2  # ... the write buffer is over its high-water mark
+HELD_BY_MEMORY = 4  # ... the memory budget cannot reserve its next read
 MEMORY_CHECK_INTERVAL = 0.025  # seconds between two looks at the process's memory
 SHED_AT = 0.9  # from this share of the budget, close the largest holders ...
 SHED_TO = 0.75  # ... until this share of it is left
+# A connection that reads its echoes but has waited this long for the budget to reserve its
+# next read makes room: the largest holders that stopped reading theirs are closed (1013).
+STARVING_AFTER = 1.0
 # Close codes of an orderly end: logged at INFO and not counted as errors.
 NORMAL_CLOSE_CODES = frozenset({CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, 1005})
 # Error kind (ws_errors_total{kind}) of a close the server or the network caused.
@@ -72,7 +79,9 @@ class GatewayConnection(ServerConnection):
         "client",
         "conn_id",
         "drop_reason",
+        "floor",
         "gateway",
+        "granted",
         "has_slot",
         "inflight",
         "lost",
@@ -86,8 +95,10 @@ class GatewayConnection(ServerConnection):
         "ping_payload",
         "pong_due",
         "pongs",
+        "read_size",
         "reading_held",
         "request_id",
+        "share",
     )
 
     def __init__(
@@ -107,7 +118,9 @@ class GatewayConnection(ServerConnection):
         self.answered = False  # an HTTP response other than 101 was chosen and logged
         self.has_slot = False  # counted in ws_connections_active
         self.lost = False  # connection_lost ran: the TCP connection is gone
-        self.inflight = 0  # bytes of the message whose echo waits for the peer to read
+        self.inflight = 0  # bytes of the message being echoed (held until the next one)
+        # The memory budget (server.budget): set when the socket's buffers are.
+        self.floor = self.share = self.read_size = self.granted = 0
         self.drop_reason: str | None = None  # why the server ended it, when not obvious
         self.opened_at = 0.0
         self.pongs = 0  # heartbeats answered
@@ -129,15 +142,28 @@ class GatewayConnection(ServerConnection):
         # or the write buffer is: the library answers pings and close frames by writing
         # from data_received, so a peer that floods pings and never reads would otherwise
         # grow the write buffer without bound.
-        self.reading_held = 0  # HELD_BY_QUEUE | HELD_BY_WRITES
+        self.reading_held = 0  # HELD_BY_QUEUE | HELD_BY_WRITES | HELD_BY_MEMORY
         self.recv_messages.pause = self.queue_full
         self.recv_messages.resume = self.queue_drained
+        buffer = fix_socket_buffers(transport, self.gateway.config.socket_buffer)
+        self.floor, self.share, self.read_size = connection_sizes(buffer)
+        self.gateway.budget.accepted(self)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self.gateway.budget.after_read(self, self.loop.time())
 
     def queue_full(self) -> None:
         self.hold_reading(HELD_BY_QUEUE)
 
     def queue_drained(self) -> None:
         self.release_reading(HELD_BY_QUEUE)
+
+    def hold_reading_for_memory(self) -> None:
+        self.hold_reading(HELD_BY_MEMORY)
+
+    def release_reading_for_memory(self) -> None:
+        self.release_reading(HELD_BY_MEMORY)
 
     def hold_reading(self, why: int) -> None:
         if not self.reading_held:
@@ -217,6 +243,7 @@ class GatewayConnection(ServerConnection):
         self.lost = True
         self.gateway.sockets.discard(self)
         self.gateway.holding.discard(self)
+        self.gateway.budget.lost(self)
         # Every TCP connection ends here exactly once, whatever happened before: the one
         # place where a slot can be released without ever leaking it.
         if self.has_slot:
@@ -232,6 +259,28 @@ class GatewayConnection(ServerConnection):
             raise
         if self.request is None:
             self.gateway.no_request(self, self.protocol.handshake_exc)
+
+
+def fix_socket_buffers(transport: asyncio.BaseTransport, size: int) -> int:
+    """Set the socket's receive and send buffers to ``size`` bytes (at least two segments);
+    return what was asked for.
+
+    Fixed sizes take the socket out of TCP autotuning, which here grows a receive buffer to
+    32 MiB and a send buffer to 4 MiB, charged to the container's memory. A buffer of less
+    than two segments stalls the connection (on loopback, whose segments are 32-64 KiB, a
+    1 MiB echo took seconds), so never below that.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is None:  # pragma: no cover - every TCP transport has one
+        return size
+    with contextlib.suppress(OSError):
+        size = max(size, 2 * sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    except OSError:  # pragma: no cover - the peer is already gone
+        pass
+    return size
 
 
 def describe(exc: BaseException) -> str:
@@ -277,6 +326,9 @@ class Gateway:
         # Connections that stopped reading (full receive queue or write buffer): the only
         # ones that hold more than a write limit and a few frames for long.
         self.holding: set[GatewayConnection] = set()
+        # Reserves what connections read against WS_MEMORY_BUDGET; sized by start(), when
+        # the process's own base is known.
+        self.budget = MemoryBudget(0)
         self._background: list[asyncio.Task[None]] = []  # memory watch, heartbeats
         self.server: Server | None = None
         self.log_message = message_logger(logger)
@@ -313,6 +365,12 @@ class Gateway:
             **extra,
         )
         self._address = self.server.sockets[0].getsockname()
+        allocator = memory.return_freed_buffers()
+        # What the process (the container, for one worker alone in it) uses before any
+        # connection is not the connections' to use.
+        alone = memory.limited_cgroup() if config.workers == 1 else None
+        base = (memory.in_use(alone) or 0) + HEADROOM
+        self.budget.limit = config.memory_budget // config.workers - base
         # One per-message logger for all connections (a closure each would cost 0.5 KiB),
         # built now that logging is configured.
         self.log_message = message_logger(logger)
@@ -328,6 +386,8 @@ class Gateway:
             pid=os.getpid(),
             worker=self.worker,
             event_loop=type(loop).__module__.split(".")[0],
+            allocator=allocator,
+            memory_pool_bytes=self.budget.limit,
             python=platform.python_version(),
             websockets=websockets.__version__,
             config=config.summary(),
@@ -453,45 +513,78 @@ class Gateway:
     # Memory budget
 
     async def _watch_memory(self) -> None:
-        """Every MEMORY_CHECK_INTERVAL, compare this process's memory with WS_MEMORY_BUDGET.
+        """Every MEMORY_CHECK_INTERVAL: give reservations back and let waiters read again
+        (server.budget), and keep two last resorts.
 
-        What is used is the container's memory when it has a limit, else this process's
-        resident memory (server.memory). From SHED_AT of the budget, so that what arrives
-        before the next look stays under it, the connections that stopped reading
-        (backpressure) and hold the most are closed with 1013 (Try Again Later) and dropped
-        at once, until what is left is under SHED_TO of it. Healthy clients read their
-        echoes, so they are not among them.
+        1. A connection that reads its echoes but has waited STARVING_AFTER for room: the
+           largest holders that do not read theirs are closed with 1013 (Try Again Later)
+           until it fits.
+        2. What the budget cannot see (the allocator keeping freed memory, a library's
+           buffers): from SHED_AT of WS_MEMORY_BUDGET in use, as the kernel counts it (the
+           container's memory when it has a limit, else this process's resident memory),
+           the largest holders that stopped reading are closed until SHED_TO is left.
         """
-        budget = self.config.memory_budget
         cgroup = memory.limited_cgroup()
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(MEMORY_CHECK_INTERVAL)
+            self.budget.rebalance()
             held = {c: c.held_bytes() for c in self.holding}
-            total = sum(held.values())
-            used = memory.in_use(cgroup) or total
-            self.metrics.memory_held = total
+            self.metrics.memory_held = sum(held.values())
+            self.metrics.memory_reserved = self.budget.floors + self.budget.granted
+            self.metrics.memory_waiting = len(self.budget.waiting)
+            starving = self.budget.first_waiter(loop.time(), STARVING_AFTER)
+            if isinstance(starving, GatewayConnection) and not starving.paused:
+                need = self.budget.shortfall(starving)
+                self._shed(
+                    held, "starving", lambda _, n=need: self.budget.free >= n, stuck_only=True
+                )
+            used = memory.in_use(cgroup) or self.metrics.memory_held
             self.metrics.memory_used = used
-            if used <= budget * SHED_AT:
+            if used > self.config.memory_budget * SHED_AT:
+                excess = used - self.config.memory_budget * SHED_TO
+                self._shed(
+                    held, "over_budget", lambda freed, e=excess: freed >= e, stuck_only=False
+                )
+
+    def _shed(
+        self,
+        held: dict[GatewayConnection, int],
+        why: str,
+        enough: Callable[[int], bool],
+        *,
+        stuck_only: bool,
+    ) -> None:
+        """Close the largest holders with 1013 until ``enough(bytes they held)``.
+
+        ``stuck_only``: only those whose write buffer is full (they do not read their
+        echoes); else any that stopped reading.
+        """
+        shed: list[GatewayConnection] = []
+        freed = 0
+        for connection in sorted(held, key=held.__getitem__, reverse=True):
+            if enough(freed):
+                break
+            if stuck_only and not connection.paused:
                 continue
-            shed = []
-            for connection in sorted(held, key=held.__getitem__, reverse=True):
-                if used <= budget * SHED_TO:
-                    break
-                used -= held[connection]
-                total -= held[connection]
-                shed.append(connection)
-                connection.drop("memory_budget", CloseCode.TRY_AGAIN_LATER, MEMORY_REASON)
+            shed.append(connection)
+            freed += held[connection]
+            connection.drop("memory_budget", CloseCode.TRY_AGAIN_LATER, MEMORY_REASON)
+            self.budget.lost(connection)  # its reservation is free now, not at connection_lost
+            del held[connection]
+        if shed:
             log_event(
                 logger,
                 logging.WARNING,
                 "memory_budget_exceeded",
+                why=why,
                 used_bytes=self.metrics.memory_used,
                 held_bytes=self.metrics.memory_held,
-                budget_bytes=budget,
+                reserved_bytes=self.metrics.memory_reserved,
+                budget_bytes=self.config.memory_budget,
                 closed=len(shed),
                 conns=[c.conn_id for c in shed],
             )
-            self.metrics.memory_held = total
 
     # Heartbeat
 

@@ -81,6 +81,12 @@ _LIMITS: dict[str, tuple[str, float, float, str]] = {
         2**40,
         "a size from 1MiB to 1TiB, like 512MiB (units B, KiB, MiB, GiB, TiB)",
     ),
+    "socket_buffer": (
+        "WS_SOCKET_BUFFER",
+        4 * 2**10,
+        4 * 2**20,
+        "a size from 4KiB to 4MiB, like 16KiB (units B, KiB, MiB)",
+    ),
 }
 # Without a cgroup memory limit to take a share of: the compose file's limit for the server,
 # which holds the 20,000-connection target (python -m stack bench).
@@ -127,6 +133,11 @@ class Config:
     # Memory the server may use: the container's (cgroup) when it has a limit, else this
     # process's resident memory. Over it, connections that stopped reading are dropped.
     memory_budget: int = FALLBACK_MEMORY_BUDGET
+    # Bytes asked for each of a connection's kernel buffers (SO_RCVBUF, SO_SNDBUF; the kernel
+    # doubles them), never less than one TCP segment: fixed, so what a connection costs in
+    # the kernel is bounded and counted in its floor (server.budget). 16 KiB costs 1 MiB
+    # messages about 5% of their round trips on a Docker network (docs/security.md).
+    socket_buffer: int = 16 * 2**10
 
     def __post_init__(self) -> None:
         if not self.host or any(c.isspace() for c in self.host):
@@ -202,6 +213,7 @@ class Config:
         read("open_timeout", "WS_OPEN_TIMEOUT", _parse_float)
         read("drain_delay", "WS_DRAIN_DELAY", _parse_float)
         read("memory_budget", "WS_MEMORY_BUDGET", _parse_size)
+        read("socket_buffer", "WS_SOCKET_BUFFER", _parse_size)
         if "memory_budget" not in values:
             values["memory_budget"] = default_memory_budget(values.get("workers", 1))
         if "open_timeout" not in values and "shutdown_timeout" in values:

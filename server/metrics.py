@@ -51,7 +51,9 @@ class Metrics:
         "max_connections",
         "memory_budget",
         "memory_held",
+        "memory_reserved",
         "memory_used",
+        "memory_waiting",
         "rejections",
         "size_counts",
         "size_sum",
@@ -72,6 +74,8 @@ class Metrics:
         self.memory_budget = memory_budget
         self.memory_held = 0  # at the last check, by connections that stopped reading
         self.memory_used = 0  # at the last check: the process's resident memory
+        self.memory_reserved = 0  # floors and grants of the connections (server.budget)
+        self.memory_waiting = 0  # connections stopped until the budget can reserve a read
         self.client_connections: dict[str | None, int] = {}  # open WebSockets per client
         self.draining = False
         self.connections_active = 0
@@ -180,6 +184,22 @@ class Metrics:
                 "gauge",
                 "Bytes held for clients that stopped reading (queues and buffers), last check.",
                 [("", self.memory_held)],
+            )
+        )
+        add(
+            _family(
+                "ws_memory_reserved_bytes",
+                "gauge",
+                "Bytes reserved against the budget: every connection's floor and its grants.",
+                [("", self.memory_reserved)],
+            )
+        )
+        add(
+            _family(
+                "ws_memory_waiting_connections",
+                "gauge",
+                "Connections that stopped reading until the budget can reserve their next read.",
+                [("", self.memory_waiting)],
             )
         )
         add(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 import socket
 import struct
@@ -103,41 +105,79 @@ async def test_half_finished_handshakes_do_not_hold_shutdown():
     assert elapsed < units(2), f"SIGTERM took {elapsed:.1f} s with one idle socket"
 
 
-async def test_memory_budget_closes_the_largest_holders_with_1013():
-    """Over WS_MEMORY_BUDGET, the readers that stopped reading and hold the most are dropped
-    with 1013 until the process is back under it; a client that reads goes on."""
-    budget = 80 * MIB
-    server = await ServerProcess.start(WS_MEMORY_BUDGET="80MiB", WS_PING_INTERVAL="0")
-    message = encode(OP_BINARY, b"\x00" * MIB, mask_key=ZERO_KEY)
-    raws = []
-    try:
-        for _ in range(40):  # never reading: about 3 MiB each stays in the process
-            raw = await RawClient.connect(server.port)
-            for _ in range(8):
+BUDGET = 64 * MIB
+SLOW_SENDERS = 40
+OFFERED = 16  # 1 MiB messages each slow sender tries to push: 10x the budget in all
+# What RSS may exceed the budget by: the allocator's pages that are freed but not yet
+# returned, and coverage's tracer when the tests measure coverage.
+ALLOWANCE = 16 * MIB
+
+
+def resident_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) * 1024
+
+
+async def slow_sender(port: int, pushed: list[int]) -> RawClient:
+    """A client that pushes 1 MiB messages (at most OFFERED) and never reads its echoes."""
+    raw = await RawClient.connect(port)
+    raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    message = encode(OP_BINARY, os.urandom(MIB), mask_key=ZERO_KEY)
+
+    async def push() -> None:
+        with contextlib.suppress(ConnectionError):
+            for _ in range(OFFERED):
                 raw.writer.write(message)
-            raws.append(raw)
+                await raw.writer.drain()
+                pushed.append(MIB)
 
-        async def shed() -> bool:
-            return bool(server.events("memory_budget_exceeded"))
+    raw.pump = asyncio.get_running_loop().create_task(push())  # type: ignore[attr-defined]
+    return raw
 
-        await wait_until(shed, units(20), "a holder closed for the memory budget")
-        async with connect(f"ws://127.0.0.1:{server.port}/ws") as healthy:
-            await healthy.send(b"still served")
-            assert await healthy.recv() == b"still served"
 
-        async def under_budget() -> bool:
-            _, _, body = await http_request(server.port, "/metrics")
-            return 0 < metric(body.decode(), "ws_memory_used_bytes") <= budget
-
-        await wait_until(under_budget, units(10), "the process back under its budget")
+async def test_slow_senders_cannot_grow_the_server_past_its_budget():
+    """40 clients push 1 MiB messages and never read (640 MiB offered) against a 64 MiB
+    budget: the server stops reading them before it takes more than the budget can reserve,
+    so its resident memory stays under budget + allowance; a healthy client echoes all the
+    while."""
+    server = await ServerProcess.start(
+        WS_MEMORY_BUDGET=f"{BUDGET // MIB}MiB", WS_PING_INTERVAL="0", WS_LOG_MESSAGES="false"
+    )
+    pid = server.process.pid
+    peak = resident_bytes(pid)
+    senders: list[RawClient] = []
+    pushed: list[int] = []
+    waiting = 0.0
+    try:
+        async with connect(f"ws://127.0.0.1:{server.port}/ws", max_size=2 * MIB) as healthy:
+            senders = await asyncio.gather(
+                *(slow_sender(server.port, pushed) for _ in range(SLOW_SENDERS))
+            )
+            loop = asyncio.get_running_loop()
+            stalled_since, last_pushed, n = loop.time(), 0, 0
+            deadline = loop.time() + units(30)
+            # Until the senders have pushed nothing more for 2 s (held back), at most 30 s.
+            while loop.time() - stalled_since < 2 and loop.time() < deadline:
+                n += 1
+                text = f"healthy {n}"
+                await healthy.send(text)
+                assert await asyncio.wait_for(healthy.recv(), units(5)) == text
+                peak = max(peak, resident_bytes(pid))
+                _, _, body = await http_request(server.port, "/metrics")
+                waiting = max(waiting, metric(body.decode(), "ws_memory_waiting_connections"))
+                if len(pushed) != last_pushed:
+                    stalled_since, last_pushed = loop.time(), len(pushed)
     finally:
-        for raw in raws:
+        for raw in senders:
+            raw.pump.cancel()  # type: ignore[attr-defined]
             raw.abort()
         await server.kill()
-    exceeded = server.events("memory_budget_exceeded")[0]
-    # Shedding starts at 90% of the budget, so that what comes in meanwhile stays under it.
-    assert exceeded["budget_bytes"] == budget and exceeded["used_bytes"] > 0.9 * budget
-    shed = [
-        e for e in server.events("connection_closed") if e.get("drop_reason") == "memory_budget"
-    ]
-    assert shed and all(e["code"] == 1013 and e["closed_by"] == "server" for e in shed)
+    print(
+        f"peak RSS {peak / MIB:.0f} MiB (budget {BUDGET // MIB} MiB), {n} healthy echoes,"
+        f" slow senders pushed {len(pushed)} MiB of {SLOW_SENDERS * OFFERED},"
+        f" up to {waiting:g} waiting for memory"
+    )
+    assert waiting > 0, "the budget never had to stop a reader: the test proves nothing"
+    assert len(pushed) < SLOW_SENDERS * OFFERED, "every slow sender got everything out"
+    assert peak <= BUDGET + ALLOWANCE, f"peak RSS {peak / MIB:.0f} MiB"
