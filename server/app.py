@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import math
 import os
@@ -179,15 +180,24 @@ class GatewayConnection(ServerConnection):
                 self.transport.resume_reading()  # type: ignore[attr-defined]
 
     def held_bytes(self) -> int:
-        """Bytes this connection holds: write buffer, the message waiting to be written,
-        receive queue, partial frame.
+        """Bytes this connection holds: write buffer, the message being echoed, receive
+        queue, partial frame.
+
+        What was received but not echoed yet counts twice: echoed to a peer that does not
+        read, it is held as the message and as its serialized frame, which the transport
+        keeps whole until its last byte is written (its write buffer size counts only what
+        is left of it). So echoing never takes more than was reserved when it was read.
 
         Reads websockets internals (``Assembler.frames.queue``, ``Protocol.reader.buffer``),
         checked against websockets 17.4.
         """
         queued = sum(len(frame.data) for frame in self.recv_messages.frames.queue)
-        partial = sys.getsizeof(self.protocol.reader.buffer)  # allocated, not just used
-        return self.transport.get_write_buffer_size() + self.inflight + queued + partial
+        buffer = self.protocol.reader.buffer
+        partial = sys.getsizeof(buffer) + len(buffer)  # allocated, and the echo it becomes
+        writing = self.transport.get_write_buffer_size()
+        if writing:
+            writing += self.inflight
+        return writing + self.inflight + 2 * queued + partial
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -243,6 +253,11 @@ class GatewayConnection(ServerConnection):
         self.lost = True
         self.gateway.sockets.discard(self)
         self.gateway.holding.discard(self)
+        # What it holds goes back now, not when the garbage collector breaks its cycles: the
+        # partial frame, and the frames a dropped peer sent that will never be echoed.
+        self.protocol.reader.buffer.clear()
+        if self.drop_reason is not None:
+            self.recv_messages.frames.queue.clear()
         self.gateway.budget.lost(self)
         # Every TCP connection ends here exactly once, whatever happened before: the one
         # place where a slot can be released without ever leaking it.
@@ -281,6 +296,11 @@ def fix_socket_buffers(transport: asyncio.BaseTransport, size: int) -> int:
     except OSError:  # pragma: no cover - the peer is already gone
         pass
     return size
+
+
+def _reserved(connections: list[GatewayConnection]) -> int:
+    """What ``connections`` have reserved against the memory budget."""
+    return sum(c.floor + c.granted for c in connections)
 
 
 def describe(exc: BaseException) -> str:
@@ -329,6 +349,7 @@ class Gateway:
         # Reserves what connections read against WS_MEMORY_BUDGET; sized by start(), when
         # the process's own base is known.
         self.budget = MemoryBudget(0)
+        self._shed_last_tick = False
         self._background: list[asyncio.Task[None]] = []  # memory watch, heartbeats
         self.server: Server | None = None
         self.log_message = message_logger(logger)
@@ -533,46 +554,54 @@ class Gateway:
             self.metrics.memory_held = sum(held.values())
             self.metrics.memory_reserved = self.budget.floors + self.budget.granted
             self.metrics.memory_waiting = len(self.budget.waiting)
+            if self._shed_last_tick:
+                # The dropped connections are gone now; what their cycles (handler frames,
+                # exceptions) still hold goes at once rather than at some later collection.
+                gc.collect()
+                self._shed_last_tick = False
             starving = self.budget.first_waiter(loop.time(), STARVING_AFTER)
             if isinstance(starving, GatewayConnection) and not starving.paused:
-                need = self.budget.shortfall(starving)
+                short = self.budget.shortfall(starving) - self.budget.free
                 self._shed(
-                    held, "starving", lambda _, n=need: self.budget.free >= n, stuck_only=True
+                    held, "starving", lambda shed, s=short: _reserved(shed) >= s, stuck_only=True
                 )
             used = memory.in_use(cgroup) or self.metrics.memory_held
             self.metrics.memory_used = used
             if used > self.config.memory_budget * SHED_AT:
                 excess = used - self.config.memory_budget * SHED_TO
                 self._shed(
-                    held, "over_budget", lambda freed, e=excess: freed >= e, stuck_only=False
+                    held,
+                    "over_budget",
+                    lambda shed, e=excess, h=held: sum(map(h.__getitem__, shed)) >= e,
+                    stuck_only=False,
                 )
 
     def _shed(
         self,
         held: dict[GatewayConnection, int],
         why: str,
-        enough: Callable[[int], bool],
+        enough: Callable[[list[GatewayConnection]], bool],
         *,
         stuck_only: bool,
     ) -> None:
-        """Close the largest holders with 1013 until ``enough(bytes they held)``.
+        """Close the largest holders with 1013 until ``enough(those closed)``.
 
         ``stuck_only``: only those whose write buffer is full (they do not read their
         echoes); else any that stopped reading.
         """
         shed: list[GatewayConnection] = []
-        freed = 0
         for connection in sorted(held, key=held.__getitem__, reverse=True):
-            if enough(freed):
+            if enough(shed):
                 break
             if stuck_only and not connection.paused:
                 continue
             shed.append(connection)
-            freed += held[connection]
+            # Its reservation comes back at connection_lost, once its buffers are freed.
             connection.drop("memory_budget", CloseCode.TRY_AGAIN_LATER, MEMORY_REASON)
-            self.budget.lost(connection)  # its reservation is free now, not at connection_lost
+        for connection in shed:
             del held[connection]
         if shed:
+            self._shed_last_tick = True
             log_event(
                 logger,
                 logging.WARNING,

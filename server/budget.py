@@ -5,8 +5,10 @@ Every connection has a floor, counted against the budget from the moment it is a
 - its objects (``CONNECTION_OVERHEAD``),
 - its kernel socket buffers, which the server fixes (WS_SOCKET_BUFFER, doubled by the kernel,
   once for receiving and once for sending) instead of letting TCP autotuning grow them,
-- a guaranteed share of user space (``share``): the next read (at most what the kernel's
-  receive buffer holds) plus room for small messages and their echoes.
+- a guaranteed share of user space (``share``): room for what one read brings (at most
+  what the kernel's receive buffer holds), counted twice as every message not yet echoed
+  is (server.app's ``held_bytes``), the buffer it was read into, the next read, and small
+  echoes waiting to be written.
 
 A connection reads freely while what it holds in user space (partial frame, receive queue,
 the message being echoed, the write buffer) plus its next read fits in its share. Beyond
@@ -57,7 +59,7 @@ def connection_sizes(socket_buffer: int) -> tuple[int, int, int]:
     at most twice the receive buffer, and the send queue holds at most twice the send buffer.
     """
     read_size = 2 * socket_buffer
-    share = read_size + WRITE_ROOM
+    share = 4 * read_size + WRITE_ROOM
     kernel = 2 * (2 * socket_buffer)
     return CONNECTION_OVERHEAD + kernel + share, share, read_size
 
@@ -98,15 +100,15 @@ class MemoryBudget:
             connection.hold_reading_for_memory()
 
     def rebalance(self) -> None:
-        """Take back what holders no longer hold; let waiters read again, first come first.
+        """Grants follow what holders hold; waiters read again, first come first.
 
         Called every few milliseconds: echoes drain between two calls, not in a callback.
+        A grant also grows when a holder holds more than it was granted (an echo's buffers
+        replacing the frame they came from), so the pool never counts less than is held.
         In order of arrival, so that a large need is not passed over for ever by small ones.
         """
         for connection in list(self.holders):
-            need = self._need(connection)
-            if need < connection.granted:
-                self._set_grant(connection, need)
+            self._set_grant(connection, self._need(connection))
         for connection in list(self.waiting):
             extra = self.shortfall(connection)
             if extra > self.free:
