@@ -29,9 +29,9 @@ COVERAGE_MIN = 90  # percent of server/ (branches too) a whole-suite run must co
 
 def whole_suite(config: pytest.Config) -> bool:
     """True when no argument narrows the run: it selects every test under testpaths."""
-    option = config.option
-    return config.args_source is pytest.Config.ArgsSource.TESTPATHS and not (
-        option.keyword or option.markexpr or option.deselect or option.lf or option.exitfirst
+    narrowing = ("keyword", "markexpr", "deselect", "lf")  # -k, -m, --deselect, --lf
+    return config.args_source is pytest.Config.ArgsSource.TESTPATHS and not any(
+        getattr(config.option, name, None) for name in narrowing
     )
 
 
