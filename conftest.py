@@ -43,7 +43,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # from the command line or coverage's own fail_under, both of which would also fail a
     # run of one layer; its plugin's options are set instead (checked with pytest-cov 7.1).
     cov = config.pluginmanager.get_plugin("_cov")
-    if cov is not None and whole_suite(config) and cov.options.cov_fail_under is None:
+    if cov is not None and whole_suite(config) and not cov.options.cov_fail_under:
         cov.options.cov_fail_under = float(os.environ.get("COVERAGE_MIN", COVERAGE_MIN))
 
 
