@@ -408,10 +408,6 @@ class Gateway:
                 await self._forced.wait()
         # 3. Close open connections with 1001 Going Away; each waits close_timeout at most
         #    for the peer's close frame, unless a full write buffer blocks it (see step 5).
-        #    Sockets that have not sent a request yet would hold the drain for open_timeout.
-        for connection in list(self.sockets):
-            if connection.request is None:
-                connection.transport.abort()
         closing = [
             loop.create_task(c.close(CloseCode.GOING_AWAY, SHUTDOWN_REASON))
             for c in self.connections
@@ -419,7 +415,12 @@ class Gateway:
         ]
         if closing:
             await asyncio.wait(closing, timeout=max(0.0, graceful_deadline - loop.time()))
-        # 4. Stop listening; the library closes connections that opened meanwhile.
+        # 4. Stop listening; the library closes connections that opened meanwhile. Sockets
+        #    that have not sent a request yet would hold the drain for open_timeout: drop
+        #    them now, not earlier, so a probe sent during the drain is answered (503).
+        for connection in list(self.sockets):
+            if connection.request is None:
+                connection.transport.abort()
         self.server.close(close_connections=True, code=CloseCode.GOING_AWAY, reason=SHUTDOWN_REASON)
         aborted = 0
         try:
