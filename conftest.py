@@ -3,11 +3,17 @@
 Each pytest-xdist worker owns its stacks, named from the run id and the worker id, so
 workers never touch each other's containers. Images are built once per run behind a file
 lock (stack/images.py); stacks are always taken down, also when a test fails.
+
+Tests marked ``swarm`` need this host in a Docker Swarm, and swarm init and leave rewire
+Docker's networking under every stack running beside them (their NGINX answered 502). So a
+run that selects any makes the host a swarm once, while collecting, before any test starts
+a stack, and leaves it once, after the last stack is down, only if the run made it.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -15,6 +21,30 @@ from pathlib import Path
 import pytest
 
 LAYERS = ("unit", "integration", "e2e", "scenario", "load", "lint")
+# One id per test run, set by the controller (or the only process) and inherited by
+# pytest-xdist's workers: the run's hold on the swarm is named by it.
+RUN_ENV = "WSGW_TEST_RUN"
+COVERAGE_MIN = 90  # percent of server/ (branches too) a whole-suite run must cover
+
+
+def whole_suite(config: pytest.Config) -> bool:
+    """True when no argument narrows the run: it selects every test under testpaths."""
+    narrowing = ("keyword", "markexpr", "deselect", "lf")  # -k, -m, --deselect, --lf
+    return config.args_source is pytest.Config.ArgsSource.TESTPATHS and not any(
+        getattr(config.option, name, None) for name in narrowing
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):
+        return
+    os.environ[RUN_ENV] = uuid.uuid4().hex[:12]
+    # The coverage gate, for `pytest -n auto` as for `make test`. pytest-cov reads its gate
+    # from the command line or coverage's own fail_under, both of which would also fail a
+    # run of one layer; its plugin's options are set instead (checked with pytest-cov 7.1).
+    cov = config.pluginmanager.get_plugin("_cov")
+    if cov is not None and whole_suite(config) and not cov.options.cov_fail_under:
+        cov.options.cov_fail_under = float(os.environ.get("COVERAGE_MIN", COVERAGE_MIN))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -24,6 +54,42 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for layer in LAYERS:
             if layer in parts or f"{layer}s" in parts:
                 item.add_marker(getattr(pytest.mark, layer))
+
+
+def _docker_answers() -> bool:
+    from stack.docker_client import DockerUnavailable, client
+
+    try:
+        client()
+    except DockerUnavailable:
+        return False  # the tests say so themselves (docker_ready)
+    return True
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker reports its collection
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """With a swarm test selected, make the host a swarm now, before any stack starts.
+
+    pytest-xdist schedules tests only once every worker has reported its collection, so
+    the swarm is there (or the run has failed) before any worker starts one.
+    """
+    if session.config.option.collectonly:
+        return
+    if any(item.get_closest_marker("swarm") for item in session.items) and _docker_answers():
+        from stack import swarm
+
+        swarm.hold_for_run(os.environ[RUN_ENV])
+
+
+@pytest.hookimpl(trylast=True)  # after the session's fixtures (and stacks) are torn down
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Leave the swarm this run made, once every worker is done (controller only)."""
+    if hasattr(session.config, "workerinput") or not _docker_answers():
+        return
+    from stack import swarm
+
+    if swarm.release_for_run(os.environ[RUN_ENV]):
+        print(f"\nleft the swarm this test run made ({RUN_ENV}={os.environ[RUN_ENV]})")
 
 
 @pytest.fixture(scope="session")

@@ -54,14 +54,9 @@ in_runner() {
     -e PIP_NO_INDEX=1 -e PIP_FIND_LINKS="$root/server/wheels" \
     "$tag" python -m pytest -p no:cacheprovider --basetemp="$basetemp" "$@"
 }
-# As scripts/test.sh: the tests marked `swarm` run alone, after the rest (exit 5: none chosen).
+# One run, as scripts/test.sh (the swarm tests in it). No coverage: the server runs in the
+# stacks' containers here, not in pytest's processes.
 status=0
-in_runner -n auto -m "not swarm" "$@" || status=$?
-alone=0
-in_runner -m swarm "$@" || alone=$?
-if [ "$status" -eq 0 ] || [ "$status" -eq 5 ]; then
-  status=$alone
-  [ "$status" -ne 5 ] || status=0
-fi
+in_runner -n auto --no-cov "$@" || status=$?
 echo "in-container run: exit $status after $(( $(date +%s) - started )) s"
 exit "$status"

@@ -5,7 +5,7 @@ In-process use (tests, embedding)::
     gateway = Gateway(Config.from_env({"WS_PORT": "0", "WS_HOST": "127.0.0.1"}))
     await gateway.start()          # bound; gateway.url is ws://127.0.0.1:<port>/ws
     ...
-    await gateway.shutdown()       # drain: 503 on /readyz, close with 1001, stop listening
+    await gateway.shutdown()       # drain: 503, wait WS_DRAIN_DELAY, 1001, stop listening
 
 or ``await run(config, stop_event)``, which serves until ``stop_event`` is set, then drains.
 """
@@ -355,6 +355,7 @@ class Gateway:
         self.log_message = message_logger(logger)
         self._address: tuple[Any, ...] | None = None
         self._stop_requested = asyncio.Event()
+        self._forced = asyncio.Event()  # a repeated stop with force: no more waiting
         self._shutdown_task: asyncio.Task[None] | None = None
 
     # Lifecycle
@@ -442,6 +443,7 @@ class Gateway:
             self._stop_requested.set()
         elif force_if_repeated:
             log_event(logger, logging.WARNING, "stop_forced", reason=reason)
+            self._forced.set()
             self._abort_all()
 
     async def serve_until_stopped(self) -> None:
@@ -461,37 +463,45 @@ class Gateway:
         loop = asyncio.get_running_loop()
         started = loop.time()
         budget = self.config.shutdown_timeout
-        graceful_deadline = started + budget * 0.6
+        # The drain delay comes first; the close handshakes share what is left of the budget.
+        closing_from = started + self.config.drain_delay
+        graceful_deadline = closing_from + (budget - self.config.drain_delay) * 0.6
         hard_deadline = started + budget * 0.9
 
         # 1. Not ready any more: /readyz answers 503 and new handshakes get 503, while the
         #    port stays open so probes and load balancers can see it.
         self.metrics.draining = True
-        open_connections = [c for c in self.connections if c.protocol.state is OPEN]
-        # Sockets that have not sent a request yet would hold the drain for open_timeout.
-        for connection in list(self.sockets):
-            if connection.request is None:
-                connection.transport.abort()
         log_event(
             logger,
             logging.INFO,
             "server_draining",
-            connections=len(open_connections),
+            connections=sum(c.protocol.state is OPEN for c in self.connections),
             timeout_s=budget,
+            drain_delay_s=self.config.drain_delay,
         )
-        # 2. Close open connections with 1001 Going Away; each waits close_timeout at most
+        # 2. Only refuse, for WS_DRAIN_DELAY: a proxy that re-resolves the server's name
+        #    (NGINX's `resolve`) forgets this address meanwhile. Closing connections first
+        #    sent their reconnects here while the proxy still listed this address: it tried
+        #    the next one after our 503, and when its address list changed in between,
+        #    NGINX had "no live upstreams" and answered 502.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(closing_from):
+                await self._forced.wait()
+        # 3. Close open connections with 1001 Going Away; each waits close_timeout at most
         #    for the peer's close frame, unless a full write buffer blocks it (see step 5).
         closing = [
             loop.create_task(c.close(CloseCode.GOING_AWAY, SHUTDOWN_REASON))
-            for c in open_connections
+            for c in self.connections
+            if c.protocol.state is OPEN
         ]
         if closing:
             await asyncio.wait(closing, timeout=max(0.0, graceful_deadline - loop.time()))
-        # 3. Keep answering new handshakes with 503 for WS_DRAIN_DELAY in all, so that
-        #    proxies re-resolving the server's name stop sending them here before the port
-        #    is gone (a handshake to a vanished address waits for the connect timeout).
-        await asyncio.sleep(max(0.0, started + self.config.drain_delay - loop.time()))
-        # 4. Stop listening; the library closes connections that opened meanwhile.
+        # 4. Stop listening; the library closes connections that opened meanwhile. Sockets
+        #    that have not sent a request yet would hold the drain for open_timeout: drop
+        #    them now, not earlier, so a probe sent during the drain is answered (503).
+        for connection in list(self.sockets):
+            if connection.request is None:
+                connection.transport.abort()
         self.server.close(close_connections=True, code=CloseCode.GOING_AWAY, reason=SHUTDOWN_REASON)
         aborted = 0
         try:

@@ -126,9 +126,10 @@ class Config:
     max_queue: int = 4
     # Seconds a client has to complete the opening handshake, from TCP accept to 101.
     open_timeout: float = DEFAULT_OPEN_TIMEOUT  # or half a lower WS_SHUTDOWN_TIMEOUT
-    # Seconds the port keeps answering new handshakes with 503 after SIGTERM before it closes:
-    # long enough for DNS-based proxies (NGINX's `resolve`) to forget this address, so they
-    # never send a handshake to a port that is gone (Swarm, Kubernetes). 0: close at once.
+    # Seconds after SIGTERM in which the server only refuses new handshakes (503), before
+    # open connections get 1001 and the port closes: long enough for DNS-based proxies
+    # (NGINX's `resolve`) to forget this address, so the reconnects 1001 sets off never come
+    # here (Swarm, Kubernetes). 0: close at once.
     drain_delay: float = 0.0
     # Memory the server may use: the container's (cgroup) when it has a limit, else this
     # process's resident memory. Over it, connections that stopped reading are dropped.

@@ -6,7 +6,10 @@
                                                          only if `up` initialised it
 
 `up` labels the node it initialised (``wsgw.created-by``), so `down` knows, from any
-process, whether the swarm is ours to leave. Swarm virtual IPs and the ingress mesh need
+process, whether the swarm is ours to leave. A test run holds one swarm for all its swarm
+tests (:func:`hold_for_run`, :func:`release_for_run`): made before its first stack starts
+and left after its last is down, since init and leave rewire Docker's networking under
+every stack beside them. Swarm virtual IPs and the ingress mesh need
 IPVS, which this kind of host lacks: the stack file uses dnsrr and host-mode publishing.
 """
 
@@ -29,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 STACK_FILE = ROOT / "deploy" / "swarm" / "stack.yaml"
 STACK = os.environ.get("WSGW_SWARM_STACK", "wsgw")
 CREATED_LABEL = "wsgw.created-by"  # node label set when `up` initialised the swarm
+RUN_LABEL = "wsgw.test-run"  # one node label per test run holding the swarm: <prefix>.<run>
+MADE_BY_A_RUN = "pytest-run-"  # CREATED_LABEL's value when a test run initialised it
 TIMEOUT = 180.0  # seconds for a deploy to echo, or a removal to finish
 
 
@@ -45,16 +50,28 @@ def node_state() -> str:
     return docker("info", "--format", "{{.Swarm.LocalNodeState}}").strip()
 
 
+def node_labels() -> dict[str, str]:
+    """This swarm node's labels ({} outside a swarm)."""
+    if node_state() != "active":
+        return {}
+    labels = docker("node", "inspect", "self", "--format", "{{json .Spec.Labels}}")
+    return json.loads(labels) or {}
+
+
 def created_by_us() -> bool:
     """True when this swarm was initialised by `up` (its node carries our label)."""
-    if node_state() != "active":
-        return False
-    labels = docker("node", "inspect", "self", "--format", "{{json .Spec.Labels}}")
-    return CREATED_LABEL in (json.loads(labels) or {})
+    return CREATED_LABEL in node_labels()
 
 
-def init() -> bool:
-    """Make this host a one-node swarm unless it is in one; return True if we did."""
+def _node_id() -> str:
+    return docker("info", "--format", "{{.Swarm.NodeID}}").strip()
+
+
+def init(created_by: str = "python-m-stack") -> bool:
+    """Make this host a one-node swarm unless it is in one; return True if we did.
+
+    ``created_by``: the value of the node's CREATED_LABEL, saying who may leave it.
+    """
     if node_state() == "active":
         return False
     try:
@@ -64,12 +81,44 @@ def init() -> bool:
             raise
         docker("swarm", "init", "--advertise-addr", "127.0.0.1")
     try:
-        node = docker("info", "--format", "{{.Swarm.NodeID}}").strip()
-        docker("node", "update", "--label-add", f"{CREATED_LABEL}=python-m-stack", node)
+        docker("node", "update", "--label-add", f"{CREATED_LABEL}={created_by}", _node_id())
     except BaseException:
         docker("swarm", "leave", "--force")
         raise
     return True
+
+
+def hold_for_run(run: str) -> bool:
+    """Make this host a swarm for test run ``run`` (unless it is in one) and note the run
+    on the node; return True if this call initialised it.
+
+    Call it before the run starts any stack: init rewires Docker's networking (the
+    ingress network, docker_gwbridge, iptables), which made stacks running beside it
+    answer 502. Idempotent, so each pytest-xdist worker may call it.
+    """
+    with base_images.lock("swarm"):
+        created = init(created_by=f"{MADE_BY_A_RUN}{run}")
+        docker("node", "update", "--label-add", f"{RUN_LABEL}.{run}=held", _node_id())
+    return created
+
+
+def release_for_run(run: str) -> bool:
+    """Drop test run ``run``'s hold; when a test run made the swarm and no run holds it any
+    more, remove what is left of the stack and leave it. Return True if it left.
+
+    Call it after the run's last stack is down (it waits for any swarm deployment of
+    another process to end: the same machine-wide lock).
+    """
+    with base_images.lock("swarm"):
+        labels = node_labels()
+        mine = f"{RUN_LABEL}.{run}"
+        if mine not in labels:
+            return False
+        docker("node", "update", "--label-rm", mine, _node_id())
+        held = [k for k in labels if k.startswith(f"{RUN_LABEL}.") and k != mine]
+        if held or not labels.get(CREATED_LABEL, "").startswith(MADE_BY_A_RUN):
+            return False
+        return down(leave=True)
 
 
 def url(port: int) -> str:
@@ -138,7 +187,8 @@ def deployed(
 
     For tests, scenarios and the bench: holds a machine-wide lock (one swarm per host),
     always removes the stack, and leaves the swarm only if it was in none before, also
-    when the block fails; raises if the host's swarm state did not come back.
+    when the block fails; raises if the host's swarm state did not come back. In a test
+    run the swarm is the run's (:func:`hold_for_run`): it stays.
     """
     with base_images.lock("swarm"):
         before = node_state()

@@ -1,11 +1,11 @@
 """10. Rolling update on Docker Swarm: every replica replaced, no message lost, no 5xx.
 
-A one-node swarm of its own (stack/swarm.py: machine-wide lock, always removed, the swarm
-left if the scenario made it), 3 server replicas behind NGINX (least_conn over
-`tasks.server`, `proxy_next_upstream` on 503 and refusals). While 100 reconnecting clients
-echo, `docker service update --force` replaces each replica, one at a time, start-first.
-Then an update to a server version that cannot start (a bad WS_* value: exit 2, never
-healthy) is rolled back by the swarm on its own.
+A one-node swarm (stack/swarm.py: machine-wide lock, the stack always removed, the swarm
+left if the scenario made it; in a test run, the run's swarm), 3 server replicas behind
+NGINX (least_conn over `tasks.server`, `proxy_next_upstream` on 503 and refusals). While
+100 reconnecting clients echo, `docker service update --force` replaces each replica, one
+at a time, start-first. Then an update to a server version that cannot start (a bad WS_*
+value: exit 2, never healthy) is rolled back by the swarm on its own.
 """
 
 from __future__ import annotations

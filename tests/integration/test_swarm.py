@@ -2,7 +2,8 @@
 
 Holds a machine-wide lock (one swarm per host), always tears down, and leaves the swarm
 when `up` created it, also when the test fails: the host ends in the swarm state it
-started in.
+started in. In a test run the swarm is the run's (conftest.py): made before any stack
+starts, left after the last.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from websockets.sync.client import connect
 
 from stack import swarm
 
-# Swarm init and leave rewire Docker's networking: run alone (scripts/test.sh), never beside
-# other stacks, whose NGINX then answered 502 to every handshake.
+# Swarm init and leave rewire Docker's networking, and stacks beside them answered 502: the
+# marker makes the run a swarm before any stack starts (conftest.py).
 pytestmark = pytest.mark.swarm
 
 REPLICAS = 3

@@ -109,13 +109,29 @@ def test_limits_match_the_compose_file() -> None:
 
 
 def test_grace_periods_outlast_the_shutdown_timeouts() -> None:
-    """SIGKILL comes after the server's WS_SHUTDOWN_TIMEOUT and NGINX's worker timeout."""
+    """SIGKILL comes after the server's preStop sleep and WS_SHUTDOWN_TIMEOUT (the grace
+    period counts from the deletion, preStop included), and after NGINX's worker timeout."""
     (server,) = pod("websocket-server")["containers"]
     shutdown = float(env(server)["WS_SHUTDOWN_TIMEOUT"])
-    assert pod("websocket-server")["terminationGracePeriodSeconds"] > shutdown
+    pre_stop = server["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod("websocket-server")["terminationGracePeriodSeconds"] > pre_stop + shutdown
     nginx_env = one("ConfigMap", "websocket-nginx")["data"]
     worker = seconds(nginx_env["WORKER_SHUTDOWN_TIMEOUT"])
     assert pod("websocket-nginx")["terminationGracePeriodSeconds"] > worker
+
+
+def test_a_stopping_server_is_forgotten_by_nginx_before_it_sends_1001() -> None:
+    """The drain order of a rollout: the preStop sleep and WS_DRAIN_DELAY (503 to new
+    handshakes) last longer than the cluster DNS (5 s) and NGINX (RESOLVER_VALID) keep the
+    pod's address together, so the reconnects 1001 sets off go to pods NGINX still lists
+    (a retry after a 503 while NGINX's list changes is answered 502)."""
+    (server,) = pod("websocket-server")["containers"]
+    pre_stop = server["lifecycle"]["preStop"]["sleep"]["seconds"]
+    drain_delay = float(env(server)["WS_DRAIN_DELAY"])
+    resolver_valid = seconds(one("ConfigMap", "websocket-nginx")["data"]["RESOLVER_VALID"])
+    assert pre_stop >= 5 + resolver_valid
+    assert drain_delay > resolver_valid
+    assert drain_delay < 0.6 * float(env(server)["WS_SHUTDOWN_TIMEOUT"])  # the server's rule
 
 
 def test_probes_ask_the_health_endpoints() -> None:

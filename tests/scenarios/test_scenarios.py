@@ -70,5 +70,6 @@ def test_hostile_clients(make_stack) -> None:
 
 @pytest.mark.swarm
 def test_rolling_update(make_stack) -> None:
-    """On a swarm of its own (machine-wide lock, always removed): see the scenario."""
+    """On the run's swarm (conftest.py; machine-wide lock, stack always removed): see the
+    scenario."""
     run_scenario("rolling-update", make_stack)

@@ -150,26 +150,52 @@ async def test_message_read_during_the_drain_is_logged_as_received(log_events: L
     assert not log_events("message_echoed")
 
 
-async def test_drain_delay_keeps_answering_503_before_the_port_closes():
-    """With WS_DRAIN_DELAY, connections get 1001 at once, but the port answers new handshakes
-    with 503 for that long, so a proxy still sending them there moves on instead of waiting."""
-    delay = units(1)
+async def test_drain_delay_refuses_handshakes_before_it_closes_connections(
+    log_events: LogEvents,
+):
+    """With WS_DRAIN_DELAY, new handshakes and /readyz get 503 at once, while open connections
+    keep echoing; only after the delay do they get 1001, and then the port closes. So the
+    reconnects that 1001 sets off come after a re-resolving proxy forgot this address."""
+    delay = units(2)
     async with running_gateway(
-        WS_DRAIN_DELAY=f"{delay:.3f}", WS_SHUTDOWN_TIMEOUT=f"{units(4):.3f}"
+        WS_DRAIN_DELAY=f"{delay:.3f}", WS_SHUTDOWN_TIMEOUT=f"{units(6):.3f}"
     ) as gw:
         client = await connect(gw.url)
         loop = asyncio.get_running_loop()
         started = loop.time()
         drain = loop.create_task(gw.shutdown())
-        async with asyncio.timeout(units(1)):
-            await client.wait_closed()
-        assert client.close_code == 1001
-        await wait_until(lambda: loop.time() - started > delay * 0.7, what="most of the delay")
+        await wait_until(lambda: gw.draining)
+        assert await get_json(gw.port, "/readyz") == (503, {"status": "draining"})
         with pytest.raises(InvalidStatus) as raised:
             await connect(gw.url)
         assert raised.value.response.status_code == 503
+        await client.send("still served while draining")
+        assert await client.recv() == "still served while draining"
+        echoed_at = loop.time() - started
+        async with asyncio.timeout(units(4)):
+            await client.wait_closed()
+        closed_at = loop.time() - started
+        assert (client.close_code, client.close_reason) == (1001, "server shutting down")
+        assert echoed_at < delay <= closed_at, (echoed_at, closed_at)
         async with asyncio.timeout(units(4)):
             await drain
-        assert loop.time() - started >= delay
-    with pytest.raises(OSError):  # closed once the delay is over
+    assert log_events.one("server_draining")["drain_delay_s"] == pytest.approx(delay)
+    assert log_events.one("server_stopped")["aborted"] == 0
+    with pytest.raises(OSError):  # closed once the delay is over and connections are closed
         await asyncio.open_connection("127.0.0.1", gw.port)
+
+
+async def test_forced_stop_cuts_the_drain_delay_short(log_events: LogEvents):
+    """A repeated stop with force (second Ctrl+C) during WS_DRAIN_DELAY stops at once."""
+    async with running_gateway(WS_DRAIN_DELAY="15", WS_SHUTDOWN_TIMEOUT="30") as gw:
+        client = await connect(gw.url)
+        gw.request_stop("SIGINT", force_if_repeated=True)
+        drain = asyncio.get_running_loop().create_task(gw.serve_until_stopped())
+        await wait_until(lambda: gw.draining)
+        gw.request_stop("SIGINT", force_if_repeated=True)
+        async with asyncio.timeout(units(3)):
+            await drain
+        async with asyncio.timeout(units(2)):
+            await client.wait_closed()
+    assert log_events.one("stop_forced")["reason"] == "SIGINT"
+    assert log_events.one("connection_closed")["drop_reason"] == "shutdown_timeout"
