@@ -487,12 +487,15 @@ class Gateway:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout_at(closing_from):
                 await self._forced.wait()
-        # 3. Close open connections with 1001 Going Away; each waits close_timeout at most
-        #    for the peer's close frame, unless a full write buffer blocks it (see step 5).
+        # 3. Close open connections with 1001 Going Away. A peer that has not answered by the
+        #    graceful deadline is dropped by step 5, not by the library's own close timeout
+        #    a moment earlier or later: which timer fired first depended on the machine.
+        open_connections = [c for c in self.connections if c.protocol.state is OPEN]
+        for connection in open_connections:
+            connection.close_timeout = hard_deadline - loop.time()
         closing = [
             loop.create_task(c.close(CloseCode.GOING_AWAY, SHUTDOWN_REASON))
-            for c in self.connections
-            if c.protocol.state is OPEN
+            for c in open_connections
         ]
         if closing:
             await asyncio.wait(closing, timeout=max(0.0, graceful_deadline - loop.time()))
