@@ -41,6 +41,7 @@ ECHO_WAIT = 15.0  # a healthy message without its echo after this long (s) is lo
 HOLD = 10.0  # seconds the full attack is held while the healthy clients are measured
 LIFETIME = 60  # a helper ends its attack after this many seconds, whatever happens
 PER_IP_CAP = 100  # WS_CONN_LIMIT_PER_IP, NGINX's default, kept
+SLOW_ECHO = 0.1  # a healthy round trip over this (s) is counted and placed in time
 
 OPTIONS = StackOptions(
     # The per-IP cap stays at its default and every address stays under it (60 slow
@@ -291,10 +292,11 @@ def _results(helpers: list[helper_containers.Helper], step: str) -> list[dict[st
     return found
 
 
-def _round_trips(fleet: Fleet, start: float, end: float) -> list[float]:
-    """Seconds from send to echo of the healthy messages sent between ``start`` and ``end``."""
+def _round_trips(fleet: Fleet, start: float, end: float) -> list[tuple[float, float]]:
+    """(seconds from send to echo, seconds after ``start`` it was sent) of the healthy
+    messages sent between ``start`` and ``end``, slowest last."""
     return sorted(
-        m.settled_at - m.sent_at
+        (m.settled_at - m.sent_at, m.sent_at - start)
         for c in fleet.clients
         for m in c.ledger.messages.values()
         if m.outcome is Outcome.ECHOED and start <= m.sent_at <= end and m.settled_at
@@ -475,10 +477,16 @@ async def run(ctx: Context) -> None:
     if trips:
         ctx.figure(
             "healthy round trip during the attack",
-            f"p50 {1000 * trips[len(trips) // 2]:.0f} ms,"
-            f" p99 {1000 * trips[int(len(trips) * 0.99)]:.0f} ms,"
-            f" max {1000 * trips[-1]:.0f} ms ({len(trips)} messages)",
+            f"p50 {1000 * trips[len(trips) // 2][0]:.0f} ms,"
+            f" p99 {1000 * trips[int(len(trips) * 0.99)][0]:.0f} ms,"
+            f" max {1000 * trips[-1][0]:.0f} ms ({len(trips)} messages)",
         )
+        slow = sorted(at for took, at in trips if took > SLOW_ECHO)
+        if slow:
+            ctx.figure(
+                f"healthy echoes slower than {1000 * SLOW_ECHO:.0f} ms",
+                f"{len(slow)}, sent {slow[0]:.1f}-{slow[-1]:.1f} s after the attack began",
+            )
     server_up = after["server"]["status"] == "running"
     if server_up:
         await _after_attack(ctx, stack, let_go, dropped_by)
