@@ -53,6 +53,7 @@ SECTIONS = {
     "docs/security.md": ("Security", "Threat model", "Auditing dependencies"),
     "docs/deployment.md": ("Deployment beyond one machine", "Docker Swarm", "Kubernetes"),
     "docs/ci.md": ("Continuous integration",),
+    "docs/handlers.md": ("Your own handler", "The contract", "Shipping a handler"),
     "docs/observability.md": ("Observability", "First queries", "Alerts"),
 }
 # Markdown whose relative links must resolve: every .md of the repository (README.md,
@@ -171,7 +172,7 @@ def server_settings() -> dict[str, str]:
             text = str(value).lower()
         elif isinstance(value, float) and value.is_integer():
             text = str(int(value))
-        elif isinstance(value, tuple):
+        elif isinstance(value, tuple) or value == "":
             text = "empty"
         else:
             text = str(value)
