@@ -61,6 +61,8 @@ class StackOptions:
     server_env: dict[str, str] = field(default_factory=dict)
     nginx_env: dict[str, str] = field(default_factory=dict)
     tls_dir: Path | None = None  # holds tls.crt and tls.key: NGINX then serves wss:// too
+    # {host path: container path} mounted read-only into the server (a WS_HANDLER's module).
+    server_volumes: dict[str, str] = field(default_factory=dict)
 
 
 class GatewayStack:
@@ -207,6 +209,7 @@ class GatewayStack:
             ["server"],
             env,
             self.labels,
+            volumes=self.options.server_volumes,
             **compose_file.runtime_kwargs("server"),
         )
 

@@ -3,6 +3,8 @@
 - examples/python_client.py: run as a user runs it, with messages as arguments or on stdin,
   and across a server restart (it must reconnect and re-send).
 - `python -m websockets URL`: the library's interactive client, fed on stdin.
+- examples/broadcast_room: the room handler mounted into the server image as compose.yaml
+  there does, run through NGINX by two clients.
 - examples/browser.html: its script runs unchanged under Node with Node's WHATWG WebSocket
   (the browser API) and a stand-in for the few DOM elements it touches; see
   browser_page_harness.js. No browser is installed here, so layout and the browser's own
@@ -22,6 +24,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from websockets.sync.client import connect
 
 from stack.waits import seconds, until
 
@@ -199,3 +202,24 @@ def test_browser_page_echoes_and_reconnects(stack) -> None:
     statuses = report["statuses"]
     closed = next(i for i, s in enumerate(statuses) if s.startswith("closed (1009"))
     assert statuses[closed + 1 :][-1] == f"connected to {stack.url}"
+
+
+def test_broadcast_room_example_through_nginx(make_stack) -> None:
+    """The room handler, mounted into the server as its compose.yaml does and named by
+    WS_HANDLER, relays each message through NGINX to every member of the room."""
+    private = make_stack(
+        server_env={"WS_HANDLER": "examples.broadcast_room.room:handler"},
+        server_volumes={str(ROOT / "examples"): "/app/examples"},
+    )
+    with connect(private.url) as alice, connect(private.url) as bob:
+        # Bob's message reaches both: both are in the room.
+        bob.send("bob joined")
+        assert bob.recv(timeout=seconds(5)) == "bob joined"
+        assert alice.recv(timeout=seconds(5)) == "bob joined"
+        alice.send("hello bob ✓")
+        assert bob.recv(timeout=seconds(5)) == "hello bob ✓"
+        assert alice.recv(timeout=seconds(5)) == "hello bob ✓"
+        bob.send(b"\x00\xffbinary")
+        assert alice.recv(timeout=seconds(5)) == b"\x00\xffbinary"
+    logs = private.server.logs()
+    assert '"event":"connection_open"' in logs and '"message_received"' in logs

@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 WORKFLOW = ".github/workflows/ci.yml"
-DOCKERFILES = ("server/Dockerfile", "nginx/Dockerfile")
+DOCKERFILES = ("server/Dockerfile", "nginx/Dockerfile", "examples/broadcast_room/Dockerfile")
 TIMEOUT = 120  # seconds; each tool takes well under 5 s
 
 
