@@ -124,3 +124,36 @@ def test_host_network_override_echoes_without_docker_proxy(compose_project) -> N
     events = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
     opened = [e for e in events if e["event"] == "connection_open"]
     assert [e["client"] for e in opened] == [own_address(host)]
+
+
+def non_loopback_address() -> str:
+    """An IPv4 address of this machine other than loopback: the Docker host's, when this
+    process reaches it by one; else this host's own, its main interface's before bridges."""
+    reached = docker_host.address()
+    if not ipaddress.ip_address(reached).is_loopback:
+        return reached
+    listing = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "scope", "global"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found = [(line.split()[1], line.split()[3].split("/")[0]) for line in listing.splitlines()]
+    bridges = ("docker", "br-", "veth")
+    ranked = sorted(found, key=lambda item: item[0].startswith(bridges))
+    assert ranked, f"this host has no IPv4 address but loopback:\n{listing}"
+    return ranked[0][1]
+
+
+def test_compose_defaults_answer_clients_on_the_hosts_own_address(compose_project) -> None:
+    """With the compose file's defaults (no SERVER_NAMES), a client that uses the host's
+    non-loopback address (so Host is that address, as on a LAN) gets its echo."""
+    name, port, env = compose_project
+    address = non_loopback_address()
+    env = {**env, "GATEWAY_BIND": address}
+    del env["SERVER_NAMES"]
+    base = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", name]
+    compose_up(base, env)
+    with connect(f"ws://{address}:{port}/ws", open_timeout=10) as ws:
+        ws.send("from the LAN ✓")
+        assert ws.recv(timeout=10) == "from the LAN ✓"
