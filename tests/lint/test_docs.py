@@ -437,9 +437,15 @@ def test_readme_names_exactly_two_commands_under_two_commands() -> None:
 ISSUE_REFERENCE = re.compile(r"(?<![\w/])(?:issue ?#?\d+|#\d+\b)", re.I)
 
 
-def test_no_issue_numbers_in_requirements_or_test_docstrings() -> None:
-    """REQUIREMENTS.md and the tests' docstrings say what, not which issue asked for it."""
-    found = [f"REQUIREMENTS.md: {m}" for m in ISSUE_REFERENCE.findall(text("REQUIREMENTS.md"))]
+def test_no_issue_numbers_in_requirements_docs_or_test_docstrings() -> None:
+    """REQUIREMENTS.md, README.md, docs/ and the tests' docstrings say what, not which issue
+    asked for it."""
+    documents = [
+        "REQUIREMENTS.md",
+        README,
+        *(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")),
+    ]
+    found = [f"{doc}: {m}" for doc in documents for m in ISSUE_REFERENCE.findall(text(doc))]
     for path in sorted((ROOT / "tests").rglob("*.py")):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
