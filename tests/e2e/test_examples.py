@@ -26,6 +26,8 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
+from stack import images
+from stack.docker_client import client
 from stack.waits import seconds, until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -223,3 +225,20 @@ def test_broadcast_room_example_through_nginx(make_stack) -> None:
         assert alice.recv(timeout=seconds(5)) == b"\x00\xffbinary"
     logs = private.server.logs()
     assert '"event":"connection_open"' in logs and '"message_received"' in logs
+
+
+def test_broadcast_room_image_from_the_server_image_through_nginx(make_stack, gateway_images):
+    """examples/broadcast_room/Dockerfile builds FROM the server image; the room it adds is
+    importable there and, named by WS_HANDLER, serves through NGINX."""
+    tag = images.ensure_on_server(ROOT / "examples" / "broadcast_room", gateway_images["server"])
+    env = client().images.get(tag).attrs["Config"]["Env"]
+    assert "WS_HANDLER=broadcast_room:handler" in env
+    # Compose passes WS_HANDLER through (empty by default), which replaces the image's own
+    # value: set it, as docs/handlers.md tells compose users to.
+    private = make_stack(server_image=tag, server_env={"WS_HANDLER": "broadcast_room:handler"})
+    with connect(private.url) as alice, connect(private.url) as bob:
+        bob.send("bob joined")
+        assert bob.recv(timeout=seconds(5)) == "bob joined"
+        assert alice.recv(timeout=seconds(5)) == "bob joined"
+    started = private.server.events("server_started")
+    assert started[0]["config"]["handler"] == "broadcast_room:handler"
