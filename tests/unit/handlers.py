@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 
@@ -63,3 +64,9 @@ class Room:
 
 
 room = Room()
+
+
+async def outlives_its_connection(websocket: ServerConnection) -> None:
+    """Keep running after the connection closes (cleanup that hangs): a drain must not wait."""
+    await websocket.wait_closed()
+    await asyncio.Event().wait()
