@@ -315,13 +315,15 @@ async def test_a_handler_that_outlives_its_connection_does_not_hold_the_drain():
     """A handler still running after its connection closed: the drain still ends within
     WS_SHUTDOWN_TIMEOUT, with 1001 for the client."""
     budget = units(1)
-    async with running_gateway(
-        WS_HANDLER=f"{HANDLERS}:outlives_its_connection", WS_SHUTDOWN_TIMEOUT=f"{budget:.3f}"
-    ) as gw:
-        async with connect(gw.url) as ws:
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            async with asyncio.timeout(budget + units(2)):
-                await gw.shutdown()
-            assert loop.time() - started <= budget + units(0.5)
-            assert ws.close_code == 1001
+    async with (
+        running_gateway(
+            WS_HANDLER=f"{HANDLERS}:outlives_its_connection", WS_SHUTDOWN_TIMEOUT=f"{budget:.3f}"
+        ) as gw,
+        connect(gw.url) as ws,
+    ):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with asyncio.timeout(budget + units(2)):
+            await gw.shutdown()
+        assert loop.time() - started <= budget + units(0.5)
+        assert ws.close_code == 1001
