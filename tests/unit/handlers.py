@@ -70,3 +70,10 @@ async def outlives_its_connection(websocket: ServerConnection) -> None:
     """Keep running after the connection closes (cleanup that hangs): a drain must not wait."""
     await websocket.wait_closed()
     await asyncio.Event().wait()
+
+
+async def fragments(websocket: ServerConnection) -> None:
+    """Answer each message as a fragmented one: its two halves, sent as an iterable."""
+    async for message in websocket:
+        half = len(message) // 2
+        await websocket.send([message[:half], message[half:]])

@@ -327,3 +327,15 @@ async def test_a_handler_that_outlives_its_connection_does_not_hold_the_drain():
             await gw.shutdown()
         assert loop.time() - started <= budget + units(0.5)
         assert ws.close_code == 1001
+
+
+async def test_a_fragmented_send_goes_out_whole_and_uncounted():
+    """send() of an iterable (fragments) works as under serve(); as docs/handlers.md says,
+    only whole str or bytes messages are counted per message."""
+    async with (
+        running_gateway(WS_HANDLER=f"{HANDLERS}:fragments") as gw,
+        connect(gw.url) as ws,
+    ):
+        await ws.send("abcd")
+        assert await ws.recv() == "abcd"
+        assert (gw.metrics.text_in, gw.metrics.text_out) == (1, 0)
