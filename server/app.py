@@ -336,17 +336,18 @@ class HandlerConnection(GatewayConnection):
     ``recv_streaming()`` bypass them: what they move is not counted per message.
     """
 
-    __slots__ = ("refilled", "tokens")
+    __slots__ = ("handler_running", "refilled", "tokens")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.handler_running = True  # False once it returned or raised: reads are ours
         self.tokens = max(self.gateway.config.max_messages_per_second, 1.0)
         self.refilled = self.loop.time()
 
     async def recv(self, decode: bool | None = None) -> Any:  # type: ignore[override]
         message = await super().recv(decode)
-        if self.drop_reason is not None:  # the gateway is closing it: not the handler's
-            return message
+        if self.drop_reason is not None or not self.handler_running:
+            return message  # read by the gateway while it closes: not the handler's
         self.gateway.count_message(self, message, received=True)
         rate = self.gateway.config.max_messages_per_second
         if rate:
@@ -791,7 +792,11 @@ class Gateway:
             if self.handler is None:
                 await self._echo(ws)
             else:
-                await self.handler(ws)
+                assert isinstance(ws, HandlerConnection)
+                try:
+                    await self.handler(ws)
+                finally:
+                    ws.handler_running = False
                 # Returned: close as serve() does, with 1000 (at once if it closed already).
                 await self._close(ws, CloseCode.NORMAL_CLOSURE, "")
         except ConnectionClosed:

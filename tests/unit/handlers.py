@@ -77,3 +77,8 @@ async def fragments(websocket: ServerConnection) -> None:
     async for message in websocket:
         half = len(message) // 2
         await websocket.send([message[:half], message[half:]])
+
+
+async def first_only(websocket: ServerConnection) -> None:
+    """Answer the first message and return, leaving what else the client sent unread."""
+    await websocket.send(await websocket.recv())

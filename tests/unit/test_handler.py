@@ -339,3 +339,17 @@ async def test_a_fragmented_send_goes_out_whole_and_uncounted():
         await ws.send("abcd")
         assert await ws.recv() == "abcd"
         assert (gw.metrics.text_in, gw.metrics.text_out) == (1, 0)
+
+
+async def test_what_the_gateway_discards_after_the_handler_returned_is_not_the_handlers():
+    """Messages read only to reach the close after the handler returned are neither counted
+    as the handler's nor rate-limited: the close is still 1000."""
+    env = {"WS_HANDLER": f"{HANDLERS}:first_only", "WS_MAX_MESSAGES_PER_SECOND": "1"}
+    async with running_gateway(**env) as gw, connect(gw.url) as ws:
+        for i in range(10):
+            await ws.send(f"m{i}")
+        assert await ws.recv() == "m0"
+        async with asyncio.timeout(units(5)):
+            await ws.wait_closed()
+        assert ws.close_code == 1000
+        assert gw.metrics.text_in == 1
