@@ -157,3 +157,17 @@ def test_compose_defaults_answer_clients_on_the_hosts_own_address(compose_projec
     with connect(f"ws://{address}:{port}/ws", open_timeout=10) as ws:
         ws.send("from the LAN ✓")
         assert ws.recv(timeout=10) == "from the LAN ✓"
+
+
+def test_compose_with_the_room_override_serves_the_room(compose_project) -> None:
+    """`-f examples/broadcast_room/compose.yaml` mounts the example and names it in
+    WS_HANDLER: a message from one client reaches both."""
+    name, port, env = compose_project
+    override = Path(COMPOSE_FILE).parent / "examples" / "broadcast_room" / "compose.yaml"
+    base = ["docker", "compose", "-f", str(COMPOSE_FILE), "-f", str(override), "-p", name]
+    compose_up(base, env)
+    url = f"ws://{docker_host.address()}:{port}/ws"
+    with connect(url, open_timeout=10) as alice, connect(url, open_timeout=10) as bob:
+        bob.send("bob joined")
+        assert bob.recv(timeout=10) == "bob joined"
+        assert alice.recv(timeout=10) == "bob joined"
