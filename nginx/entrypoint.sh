@@ -47,7 +47,7 @@ readonly SETTINGS=(
     "UPSTREAM_PORT|3000|int:1:65535|TCP port of the WebSocket server"
     "RESOLVER|127.0.0.11|resolvers|DNS server(s) for UPSTREAM_HOST, space-separated (Docker's embedded DNS)"
     "RESOLVER_VALID|5s|duration:1s:1h|how long a DNS answer is trusted; bounds the time to find a moved server"
-    "SERVER_NAMES|localhost 127.0.0.1|server_names|Host headers served, space-separated; others get UNKNOWN_HOST_STATUS"
+    "SERVER_NAMES|*|server_names|Host headers served: * for any (whatever name or address clients use), or an allow-list, space-separated, whose others get UNKNOWN_HOST_STATUS"
     "UNKNOWN_HOST_STATUS|444|enum:444 421|answer for unknown Host headers: 444 closes silently, 421 Misdirected Request"
     "WS_RATE_LIMIT|100r/m|rate|WebSocket handshakes per client IP on average"
     "WS_RATE_BURST|20|int:1:100000|handshakes per client IP allowed at once above the rate (nodelay)"
@@ -210,6 +210,15 @@ validate_settings() {
         config_error WORKER_RLIMIT_NOFILE "$WORKER_RLIMIT_NOFILE" \
             "is below WORKER_CONNECTIONS=$WORKER_CONNECTIONS" \
             "$WORKER_CONNECTIONS..1048576 (each connection needs a descriptor)"
+
+    # `*` serves any Host (NGINX's `~.`: any non-empty one; a request without Host still
+    # gets the default server). In a list it would be no name at all: stop instead.
+    if [[ $SERVER_NAMES == "*" ]]; then
+        export SERVER_NAMES="~."
+    elif [[ " $SERVER_NAMES " == *" * "* ]]; then
+        config_error SERVER_NAMES "$SERVER_NAMES" "mixes * with names" \
+            "* alone (any Host), or space-separated names without *"
+    fi
 
     # TLS is on when both files exist, off when neither does; one without
     # the other is a mistake worth stopping for.

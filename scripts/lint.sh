@@ -16,9 +16,11 @@ run() {
 run "$bin/ruff" check .
 run "$bin/ruff" format --check .
 # Dockerfiles (.hadolint.yaml: every finding fails).
-run "$bin/hadolint" --config .hadolint.yaml server/Dockerfile nginx/Dockerfile
+run "$bin/hadolint" --config .hadolint.yaml server/Dockerfile nginx/Dockerfile \
+  examples/broadcast_room/Dockerfile
 # YAML (.yamllint.yaml); --strict makes warnings fail too.
-run "$bin/yamllint" --strict -c .yamllint.yaml docker-compose.yaml .github/workflows/
+run "$bin/yamllint" --strict -c .yamllint.yaml docker-compose.yaml .github/workflows/ \
+  .github/dependabot.yml examples/broadcast_room/compose.yaml
 # The workflow: GitHub's schema, then a security audit (pinned actions, credentials,
 # permissions, template injection). Both offline.
 run "$bin/check-jsonschema" --builtin-schema vendor.github-workflows .github/workflows/ci.yml

@@ -1,8 +1,9 @@
 """``python -m server``: read the configuration, configure logging, serve until a signal.
 
-Exit status: 0 after a graceful shutdown (SIGTERM or SIGINT), 2 for a bad configuration
-(one line on stderr, nothing bound), 1 if the server cannot start (e.g. the port is taken)
-or a worker process failed.
+Exit status: 0 after a graceful shutdown (SIGTERM or SIGINT) and after ``--help`` (every
+setting with its default), 2 for a bad configuration or an unknown argument (one line on
+stderr, nothing bound), 1 if the server cannot start (e.g. the port is taken) or a worker
+process failed.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from . import logs
 from .app import Gateway
-from .config import Config, ConfigError
+from .config import Config, ConfigError, help_text
 from .logs import configure_logging, log_event
 from .shared_metrics import SharedMetrics
 
@@ -31,7 +32,19 @@ logger = logging.getLogger("server.__main__")  # not "__main__" under python -m
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def main(environ: Mapping[str, str] | None = None) -> int:
+def main(environ: Mapping[str, str] | None = None, argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args in (["--help"], ["-h"]):
+        print(help_text(), end="", flush=True)
+        return 0
+    if args:
+        print(
+            f"usage error: unknown argument {args[0]!r}; python -m server takes only --help "
+            "(settings are environment variables)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 2
     try:
         config = Config.from_env(os.environ if environ is None else environ)
     except ConfigError as exc:

@@ -1,4 +1,5 @@
-"""The echo gateway: accept WebSocket connections, echo every message, shut down gracefully.
+"""The gateway: accept WebSocket connections, echo every message (or hand each connection to
+the application's handler, WS_HANDLER), shut down gracefully.
 
 In-process use (tests, embedding)::
 
@@ -23,6 +24,7 @@ import platform
 import random
 import socket
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +37,7 @@ from websockets.server import ServerProtocol
 
 from . import memory
 from .budget import HEADROOM, MemoryBudget, connection_sizes
-from .config import Config
+from .config import Config, load_handler
 from .http import HttpEndpoints
 from .logs import log_event, message_logger, preview
 from .metrics import Metrics
@@ -327,6 +329,44 @@ def close_info(connection: ServerConnection) -> tuple[int, str, str]:
     return CloseCode.ABNORMAL_CLOSURE, "", "network"
 
 
+class HandlerConnection(GatewayConnection):
+    """The connection an application's handler (WS_HANDLER) gets: a ``ServerConnection``
+    whose ``recv`` and ``send`` (and ``async for``, which calls ``recv``) are counted,
+    logged and rate-limited as the echo's messages are. ``broadcast()`` and
+    ``recv_streaming()`` bypass them: what they move is not counted per message.
+    """
+
+    __slots__ = ("handler_running", "refilled", "tokens")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handler_running = True  # False once it returned or raised: reads are ours
+        self.tokens = max(self.gateway.config.max_messages_per_second, 1.0)
+        self.refilled = self.loop.time()
+
+    async def recv(self, decode: bool | None = None) -> Any:  # type: ignore[override]
+        message = await super().recv(decode)
+        if self.drop_reason is not None or not self.handler_running:
+            return message  # read by the gateway while it closes: not the handler's
+        self.gateway.count_message(self, message, received=True)
+        rate = self.gateway.config.max_messages_per_second
+        if rate:
+            now = self.loop.time()
+            self.tokens = min(max(rate, 1.0), self.tokens + (now - self.refilled) * rate)
+            self.refilled = now
+            if self.tokens < 1.0:
+                self.drop_reason = "rate_limited"
+                await self.gateway._close(self, CloseCode.POLICY_VIOLATION, RATE_LIMIT_REASON)
+                return await super().recv(decode)  # raises ConnectionClosedError (1008)
+            self.tokens -= 1.0
+        return message
+
+    async def send(self, message: Any, text: bool | None = None) -> None:  # type: ignore[override]
+        await super().send(message, text=text)
+        if isinstance(message, str | bytes | bytearray | memoryview):
+            self.gateway.count_message(self, message, received=False, text=text)
+
+
 class Gateway:
     """One echo server: a websockets ``Server`` plus metrics, admission and graceful shutdown."""
 
@@ -339,6 +379,8 @@ class Gateway:
             worker=worker,
         )
         self.http = HttpEndpoints(config, self.metrics)
+        # The application's handler (WS_HANDLER), or None for the echo.
+        self.handler = load_handler(config.handler) if config.handler else None
         self.connections: set[GatewayConnection] = set()  # connections whose handler runs
         # Every accepted TCP connection until it is lost, handshake or not: the library's
         # all_connections lists only open WebSockets.
@@ -374,7 +416,9 @@ class Gateway:
             config.port,
             process_request=self.http.process_request,
             process_response=self.http.process_response,
-            create_connection=functools.partial(GatewayConnection, gateway=self),  # type: ignore[arg-type]
+            create_connection=functools.partial(  # type: ignore[arg-type]
+                GatewayConnection if self.handler is None else HandlerConnection, gateway=self
+            ),
             compression="deflate" if config.compression else None,
             max_size=config.max_size,
             max_queue=config.max_queue,
@@ -653,6 +697,45 @@ class Gateway:
 
     # Called by GatewayConnection
 
+    def count_message(
+        self, ws: GatewayConnection, message: Any, *, received: bool, text: bool | None = None
+    ) -> None:
+        """Count (and log, with WS_LOG_MESSAGES) one message an application's handler
+        received or sent through ``ws``."""
+        m = self.metrics
+        is_text = type(message) is str if text is None else text
+        size = len(message.encode()) if type(message) is str else len(message)
+        if received:
+            m.observe_size(size)
+            ws.msgs_in += 1
+            ws.bytes_in += size
+            seq = ws.msgs_in
+            if is_text:
+                m.text_in += 1
+                m.text_bytes_in += size
+            else:
+                m.binary_in += 1
+                m.binary_bytes_in += size
+        else:
+            ws.msgs_out += 1
+            ws.bytes_out += size
+            seq = ws.msgs_out
+            if is_text:
+                m.text_out += 1
+                m.text_bytes_out += size
+            else:
+                m.binary_out += 1
+                m.binary_bytes_out += size
+        if self.config.log_messages and logger.isEnabledFor(logging.INFO):
+            self.log_message(
+                "message_received" if received else "message_sent",
+                ws.conn_id,
+                seq,
+                "text" if is_text else "binary",
+                size,
+                preview(message if type(message) in (str, bytes) else bytes(message)),
+            )
+
     def no_request(self, connection: GatewayConnection, exc: BaseException | None) -> None:
         """A TCP connection ended or timed out before sending a valid HTTP request."""
         # An empty or silent connection (a TCP port probe) is routine; garbage is a warning.
@@ -693,18 +776,29 @@ class Gateway:
             request_id=ws.request_id,
             compression=bool(ws.protocol.extensions),
         )
-        # What the gateway needs from the handshake is on ws now. Emptied in place: the
+        # What the echo needs from the handshake is on ws now. Emptied in place: the
         # library keeps the request for the connection's life (ws.request, and a local of
-        # its suspended parser), about 2.7 KiB of header strings per idle connection.
-        ws.request.headers.clear()  # type: ignore[union-attr]
-        ws.response.headers.clear()  # type: ignore[union-attr]
+        # its suspended parser), about 2.7 KiB of header strings per idle connection. An
+        # application's handler gets them as the library gives them.
+        if self.handler is None:
+            ws.request.headers.clear()  # type: ignore[union-attr]
+            ws.response.headers.clear()  # type: ignore[union-attr]
         try:
             if self.draining:  # opened while the drain started: close it too
                 await self._close(ws, CloseCode.GOING_AWAY, SHUTDOWN_REASON)
                 return
             if self.config.ping_interval > 0:
                 ws.ping_due = ws.opened_at + self.config.ping_interval
-            await self._echo(ws)
+            if self.handler is None:
+                await self._echo(ws)
+            else:
+                assert isinstance(ws, HandlerConnection)
+                try:
+                    await self.handler(ws)
+                finally:
+                    ws.handler_running = False
+                # Returned: close as serve() does, with 1000 (at once if it closed already).
+                await self._close(ws, CloseCode.NORMAL_CLOSURE, "")
         except ConnectionClosed:
             pass
         except Exception as exc:  # a bug: log it once, end this connection, keep serving
@@ -715,6 +809,7 @@ class Gateway:
                 "connection_error",
                 conn=ws.conn_id,
                 error=describe(exc),
+                traceback="".join(traceback.format_exception(exc)).rstrip(),
             )
             await self._close(ws, CloseCode.INTERNAL_ERROR, "internal error")
         finally:

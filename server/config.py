@@ -10,7 +10,9 @@ An empty value counts as unset (``WS_ALLOWED_ORIGINS=`` in a compose file means 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import importlib.util
+import inspect
 import ipaddress
 import math
 import re
@@ -31,6 +33,7 @@ _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 DEFAULT_OPEN_TIMEOUT = 5.0  # seconds; the library's 10 s outlasted the default 10 s drain
 _BOOL_ALLOWED = "true, false, 1, 0, yes, no, on, off"
+HANDLER_ALLOWED = "package.module:name of an async function taking the connection"
 _ORIGIN_RE = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s,]+")
 # What int() and float() accept beyond plain ASCII numbers ("1_000", Arabic-Indic digits,
 # "infinity") is not what anyone means in a configuration file.
@@ -139,6 +142,9 @@ class Config:
     # the kernel is bounded and counted in its floor (server.budget). 16 KiB costs 1 MiB
     # messages about 5% of their round trips on a Docker network (docs/security.md).
     socket_buffer: int = 16 * 2**10
+    # The application's connection handler, ``package.module:name`` (empty: the echo). It is
+    # imported and checked here, so a handler that cannot run stops the server with exit 2.
+    handler: str = ""
 
     def __post_init__(self) -> None:
         if not self.host or any(c.isspace() for c in self.host):
@@ -180,6 +186,8 @@ class Config:
             raise ConfigError(
                 "WS_WORKERS", str(self.workers), "needs a fixed WS_PORT, not 0", "1 when WS_PORT=0"
             )
+        if self.handler:
+            load_handler(self.handler)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
@@ -215,6 +223,7 @@ class Config:
         read("drain_delay", "WS_DRAIN_DELAY", _parse_float)
         read("memory_budget", "WS_MEMORY_BUDGET", _parse_size)
         read("socket_buffer", "WS_SOCKET_BUFFER", _parse_size)
+        read("handler", "WS_HANDLER", lambda _variable, raw: raw.strip())
         if "memory_budget" not in values:
             values["memory_budget"] = default_memory_budget(values.get("workers", 1))
         if "open_timeout" not in values and "shutdown_timeout" in values:
@@ -239,6 +248,102 @@ class Config:
         return out
 
 
+# What `python -m server --help` says of each setting: variable -> (field, allowed, meaning).
+# docs/configuration.md has the long version; tests/lint/test_docs.py keeps both in step.
+SETTINGS: dict[str, tuple[str, str, str]] = {
+    "WS_HOST": ("host", "an IP address or a host name that resolves", "address to listen on"),
+    "WS_PORT": ("port", _LIMITS["port"][3], "port of WebSockets and /healthz /readyz /metrics"),
+    "WS_MAX_MESSAGE_BYTES": ("max_size", _LIMITS["max_size"][3], "largest message; more: 1009"),
+    "WS_PING_INTERVAL": ("ping_interval", _LIMITS["ping_interval"][3], "heartbeat period"),
+    "WS_PING_TIMEOUT": ("ping_timeout", _LIMITS["ping_timeout"][3], "time for a pong; then 1011"),
+    "WS_SHUTDOWN_TIMEOUT": (
+        "shutdown_timeout",
+        _LIMITS["shutdown_timeout"][3],
+        "drain budget on SIGTERM, WS_DRAIN_DELAY included",
+    ),
+    "WS_MAX_CONNECTIONS": (
+        "max_connections",
+        _LIMITS["max_connections"][3],
+        "open WebSockets per process; the next handshake gets 503",
+    ),
+    "WS_ALLOWED_ORIGINS": (
+        "allowed_origins",
+        "comma-separated origins, null, or * alone",
+        "browsers with another Origin get 403",
+    ),
+    "WS_MAX_MESSAGES_PER_SECOND": (
+        "max_messages_per_second",
+        _LIMITS["max_messages_per_second"][3],
+        "per connection; more: 1008",
+    ),
+    "WS_COMPRESSION": ("compression", _BOOL_ALLOWED, "offer permessage-deflate"),
+    "WS_LOG_MESSAGES": ("log_messages", _BOOL_ALLOWED, "one log line per message"),
+    "WS_TRUSTED_PROXIES": (
+        "trusted_proxies",
+        "comma-separated IP addresses or CIDRs",
+        "peers whose X-Forwarded-For names the client",
+    ),
+    "LOG_FORMAT": ("log_format", ", ".join(LOG_FORMATS), "log line format"),
+    "LOG_LEVEL": ("log_level", ", ".join(LOG_LEVELS), "minimum log level"),
+    "WS_EVENT_LOOP": ("event_loop", ", ".join(EVENT_LOOPS), "event loop"),
+    "WS_WORKERS": ("workers", _LIMITS["workers"][3], "server processes sharing the port"),
+    "WS_MAX_QUEUE": ("max_queue", _LIMITS["max_queue"][3], "frames received, not yet handled"),
+    "WS_OPEN_TIMEOUT": (
+        "open_timeout",
+        _LIMITS["open_timeout"][3],
+        "time from TCP accept to 101 (default: or half a lower WS_SHUTDOWN_TIMEOUT)",
+    ),
+    "WS_DRAIN_DELAY": (
+        "drain_delay",
+        _LIMITS["drain_delay"][3],
+        "after SIGTERM, only refuse (503) this long before 1001",
+    ),
+    "WS_MEMORY_BUDGET": (
+        "memory_budget",
+        _LIMITS["memory_budget"][3],
+        "memory limit (default: 60% of the container's limit, else 1GiB per worker)",
+    ),
+    "WS_SOCKET_BUFFER": (
+        "socket_buffer",
+        _LIMITS["socket_buffer"][3],
+        "each connection's kernel receive and send buffer",
+    ),
+    "WS_HANDLER": (
+        "handler",
+        HANDLER_ALLOWED,
+        "your websockets handler, run behind the gateway (default: the echo)",
+    ),
+}
+
+
+def help_text() -> str:
+    """What ``python -m server --help`` prints: every setting, its default and what it takes."""
+    defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+    lines = [
+        "usage: python -m server [--help]",
+        "",
+        "Serves WebSockets on ws://WS_HOST:WS_PORT/ws until SIGTERM or SIGINT, then drains.",
+        "Every setting is an environment variable; empty or unset means its default.",
+        "A bad value exits 2 with one line naming it. Reference: docs/configuration.md",
+        "",
+    ]
+    for variable, (field, allowed, meaning) in SETTINGS.items():
+        lines.append(f"  {variable}={_default_text(defaults[field])}")
+        lines.append(f"      {meaning}; allowed: {allowed}")
+    return "\n".join(lines) + "\n"
+
+
+def _default_text(value: object) -> str:
+    """A default as it is written in the environment (and in docs/configuration.md)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, tuple):
+        return ""
+    return str(value)
+
+
 def default_memory_budget(workers: int = 1) -> int:
     """WS_MEMORY_BUDGET's default: 60% of the cgroup limit for the container (all workers see
     the same usage), else 1 GiB of resident memory split between the worker processes."""
@@ -246,6 +351,50 @@ def default_memory_budget(workers: int = 1) -> int:
     if limit:
         return max(2**20, int(limit * MEMORY_LIMIT_SHARE))
     return max(2**20, FALLBACK_MEMORY_BUDGET // max(1, workers))
+
+
+def load_handler(spec: str) -> Callable[[Any], Any]:
+    """The connection handler named by ``spec`` (``package.module:name``), imported now.
+
+    It is what ``websockets.asyncio.server.serve`` takes: an async callable of one
+    argument, the connection. Raises :class:`ConfigError` (naming ``WS_HANDLER``, one line)
+    when the module cannot be imported, has no such name, or the name is not an async
+    callable of one argument.
+    """
+    module_name, colon, attribute = spec.partition(":")
+    if not colon or not module_name.strip() or not attribute.strip():
+        raise ConfigError("WS_HANDLER", spec, "is not package.module:name", HANDLER_ALLOWED)
+    try:
+        handler: Any = importlib.import_module(module_name.strip())
+    except Exception as exc:  # whatever the module's own code raises while importing
+        problem = f"cannot be imported ({type(exc).__name__}: {exc})"
+        raise ConfigError("WS_HANDLER", spec, " ".join(problem.split()), HANDLER_ALLOWED) from None
+    for part in attribute.strip().split("."):
+        if not hasattr(handler, part):
+            raise ConfigError(
+                "WS_HANDLER", spec, f"names nothing: no {part!r} in {module_name}", HANDLER_ALLOWED
+            )
+        handler = getattr(handler, part)
+    call = getattr(handler, "__call__", None)  # noqa: B004 - a class instance with async __call__
+    if not (inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)):
+        raise ConfigError(
+            "WS_HANDLER",
+            spec,
+            f"is not an async callable (it is {type(handler).__name__})",
+            HANDLER_ALLOWED,
+        )
+    try:
+        inspect.signature(handler).bind(None)
+    except TypeError:
+        raise ConfigError(
+            "WS_HANDLER",
+            spec,
+            f"does not take one argument, the connection (it takes {inspect.signature(handler)})",
+            HANDLER_ALLOWED,
+        ) from None
+    except ValueError:  # pragma: no cover - a builtin without a signature: let it be called
+        pass
+    return handler  # type: ignore[no-any-return]
 
 
 def uvloop_available() -> bool:

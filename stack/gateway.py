@@ -61,6 +61,11 @@ class StackOptions:
     server_env: dict[str, str] = field(default_factory=dict)
     nginx_env: dict[str, str] = field(default_factory=dict)
     tls_dir: Path | None = None  # holds tls.crt and tls.key: NGINX then serves wss:// too
+    # {host path: container path} mounted read-only into the server (a WS_HANDLER's module).
+    server_volumes: dict[str, str] = field(default_factory=dict)
+    # An image to run as the server instead of the one built from server/ (one built FROM
+    # it, with an application's handler: images.ensure_on_server).
+    server_image: str | None = None
 
 
 class GatewayStack:
@@ -201,12 +206,13 @@ class GatewayStack:
         env = {**compose_file.environment("server"), **self.options.server_env}
         return Service.start(
             "server",
-            self._images["server"],
+            self.options.server_image or self._images["server"],
             f"{self.name}-server{suffix}",
             self.backend,
             ["server"],
             env,
             self.labels,
+            volumes=self.options.server_volumes,
             **compose_file.runtime_kwargs("server"),
         )
 

@@ -101,6 +101,19 @@ def _build(app: AppImage, tag: str, args: dict[str, str]) -> None:
             print(f"  {app.name}: {line.strip()}", flush=True)
 
 
+def ensure_on_server(context: Path, server_tag: str) -> str:
+    """Return the tag of the image built from ``context``'s Dockerfile ``FROM`` the server
+    image ``server_tag`` (its ``SERVER_IMAGE`` argument): an application shipped with the
+    gateway, like examples/broadcast_room. Tagged by content, as the others."""
+    name = context.name.replace("_", "-")
+    tag = f"websocket-gateway/{name}:{context_digest(context, server_tag)}"
+    with base_images.lock(f"image-{name}"):
+        if not image_exists(tag):
+            app = AppImage(name, context, SERVER.base)
+            _build(app, tag, {"SERVER_IMAGE": server_tag})
+    return tag
+
+
 def ensure_all() -> dict[str, str]:
     """Build (or find) both images; return {"server": tag, "nginx": tag}."""
     # The two base images (half a minute each to build offline) are independent.

@@ -3,6 +3,8 @@
 - examples/python_client.py: run as a user runs it, with messages as arguments or on stdin,
   and across a server restart (it must reconnect and re-send).
 - `python -m websockets URL`: the library's interactive client, fed on stdin.
+- examples/broadcast_room: the room handler mounted into the server image as compose.yaml
+  there does, run through NGINX by two clients.
 - examples/browser.html: its script runs unchanged under Node with Node's WHATWG WebSocket
   (the browser API) and a stand-in for the few DOM elements it touches; see
   browser_page_harness.js. No browser is installed here, so layout and the browser's own
@@ -22,7 +24,10 @@ import threading
 from pathlib import Path
 
 import pytest
+from websockets.sync.client import connect
 
+from stack import images
+from stack.docker_client import client
 from stack.waits import seconds, until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -199,3 +204,41 @@ def test_browser_page_echoes_and_reconnects(stack) -> None:
     statuses = report["statuses"]
     closed = next(i for i, s in enumerate(statuses) if s.startswith("closed (1009"))
     assert statuses[closed + 1 :][-1] == f"connected to {stack.url}"
+
+
+def test_broadcast_room_example_through_nginx(make_stack) -> None:
+    """The room handler, mounted into the server as its compose.yaml does and named by
+    WS_HANDLER, relays each message through NGINX to every member of the room."""
+    private = make_stack(
+        server_env={"WS_HANDLER": "examples.broadcast_room.room:handler"},
+        server_volumes={str(ROOT / "examples"): "/app/examples"},
+    )
+    with connect(private.url) as alice, connect(private.url) as bob:
+        # Bob's message reaches both: both are in the room.
+        bob.send("bob joined")
+        assert bob.recv(timeout=seconds(5)) == "bob joined"
+        assert alice.recv(timeout=seconds(5)) == "bob joined"
+        alice.send("hello bob ✓")
+        assert bob.recv(timeout=seconds(5)) == "hello bob ✓"
+        assert alice.recv(timeout=seconds(5)) == "hello bob ✓"
+        bob.send(b"\x00\xffbinary")
+        assert alice.recv(timeout=seconds(5)) == b"\x00\xffbinary"
+    logs = private.server.logs()
+    assert '"event":"connection_open"' in logs and '"message_received"' in logs
+
+
+def test_broadcast_room_image_from_the_server_image_through_nginx(make_stack, gateway_images):
+    """examples/broadcast_room/Dockerfile builds FROM the server image; the room it adds is
+    importable there and, named by WS_HANDLER, serves through NGINX."""
+    tag = images.ensure_on_server(ROOT / "examples" / "broadcast_room", gateway_images["server"])
+    env = client().images.get(tag).attrs["Config"]["Env"]
+    assert "WS_HANDLER=broadcast_room:handler" in env
+    # Compose passes WS_HANDLER through (empty by default), which replaces the image's own
+    # value: set it, as docs/handlers.md tells compose users to.
+    private = make_stack(server_image=tag, server_env={"WS_HANDLER": "broadcast_room:handler"})
+    with connect(private.url) as alice, connect(private.url) as bob:
+        bob.send("bob joined")
+        assert bob.recv(timeout=seconds(5)) == "bob joined"
+        assert alice.recv(timeout=seconds(5)) == "bob joined"
+    started = private.server.events("server_started")
+    assert started[0]["config"]["handler"] == "broadcast_room:handler"

@@ -124,3 +124,50 @@ def test_host_network_override_echoes_without_docker_proxy(compose_project) -> N
     events = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
     opened = [e for e in events if e["event"] == "connection_open"]
     assert [e["client"] for e in opened] == [own_address(host)]
+
+
+def non_loopback_address() -> str:
+    """An IPv4 address of this machine other than loopback: the Docker host's, when this
+    process reaches it by one; else this host's own, its main interface's before bridges."""
+    reached = docker_host.address()
+    if not ipaddress.ip_address(reached).is_loopback:
+        return reached
+    listing = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "scope", "global"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found = [(line.split()[1], line.split()[3].split("/")[0]) for line in listing.splitlines()]
+    bridges = ("docker", "br-", "veth")
+    ranked = sorted(found, key=lambda item: item[0].startswith(bridges))
+    assert ranked, f"this host has no IPv4 address but loopback:\n{listing}"
+    return ranked[0][1]
+
+
+def test_compose_defaults_answer_clients_on_the_hosts_own_address(compose_project) -> None:
+    """With the compose file's defaults (no SERVER_NAMES), a client that uses the host's
+    non-loopback address (so Host is that address, as on a LAN) gets its echo."""
+    name, port, env = compose_project
+    address = non_loopback_address()
+    env = {**env, "GATEWAY_BIND": address}
+    del env["SERVER_NAMES"]
+    base = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", name]
+    compose_up(base, env)
+    with connect(f"ws://{address}:{port}/ws", open_timeout=10) as ws:
+        ws.send("from the LAN ✓")
+        assert ws.recv(timeout=10) == "from the LAN ✓"
+
+
+def test_compose_with_the_room_override_serves_the_room(compose_project) -> None:
+    """`-f examples/broadcast_room/compose.yaml` mounts the example and names it in
+    WS_HANDLER: a message from one client reaches both."""
+    name, port, env = compose_project
+    override = Path(COMPOSE_FILE).parent / "examples" / "broadcast_room" / "compose.yaml"
+    base = ["docker", "compose", "-f", str(COMPOSE_FILE), "-f", str(override), "-p", name]
+    compose_up(base, env)
+    url = f"ws://{docker_host.address()}:{port}/ws"
+    with connect(url, open_timeout=10) as alice, connect(url, open_timeout=10) as bob:
+        bob.send("bob joined")
+        assert bob.recv(timeout=10) == "bob joined"
+        assert alice.recv(timeout=10) == "bob joined"

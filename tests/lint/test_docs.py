@@ -14,9 +14,10 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+import yaml
 
 from server import metrics
-from server.config import Config
+from server.config import SETTINGS, Config, help_text
 from stack import compose_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +54,7 @@ SECTIONS = {
     "docs/security.md": ("Security", "Threat model", "Auditing dependencies"),
     "docs/deployment.md": ("Deployment beyond one machine", "Docker Swarm", "Kubernetes"),
     "docs/ci.md": ("Continuous integration",),
+    "docs/handlers.md": ("Your own handler", "The contract", "Shipping a handler"),
     "docs/observability.md": ("Observability", "First queries", "Alerts"),
 }
 # Markdown whose relative links must resolve: every .md of the repository (README.md,
@@ -171,7 +173,7 @@ def server_settings() -> dict[str, str]:
             text = str(value).lower()
         elif isinstance(value, float) and value.is_integer():
             text = str(int(value))
-        elif isinstance(value, tuple):
+        elif isinstance(value, tuple) or value == "":
             text = "empty"
         else:
             text = str(value)
@@ -374,3 +376,80 @@ def test_compose_file_explains_its_key_settings() -> None:
 def test_python_modules_of_examples_parse() -> None:
     """The documented Python example is valid Python (it also runs in tests/e2e)."""
     ast.parse((ROOT / "examples" / "python_client.py").read_text())
+
+
+def test_every_documented_variable_is_read_by_the_code() -> None:
+    """No row documents a variable nothing reads: the server table's are read by
+    server/config.py, the NGINX table's are in nginx/entrypoint.sh's SETTINGS."""
+    for section, settings in (
+        ("Server (`server/config.py`)", server_settings()),
+        ("NGINX (`nginx/entrypoint.sh`)", nginx_settings()),
+    ):
+        rows = set(table_rows(CONFIGURATION, section)) - {"Variable", "---"}
+        assert sorted(rows - settings.keys()) == [], f"documented in {section}, never read"
+
+
+def test_a_setting_compose_renames_says_so() -> None:
+    """A setting compose passes under another name names it in its row and in the text
+    that says how compose passes settings through."""
+    rows = table_rows(CONFIGURATION, "NGINX (`nginx/entrypoint.sh`)")
+    intro = prose(CONFIGURATION).split("## Server")[0]
+    for name, compose_name in COMPOSE_NAMES.items():
+        assert f"`{compose_name}`" in rows[name], name
+        assert f"`{compose_name}`" in intro, name
+
+
+def test_help_and_the_server_table_list_the_same_settings() -> None:
+    """`python -m server --help` (config.SETTINGS) and the server table name the same
+    variables, and the help shows each with the default the table gives."""
+    rows = set(table_rows(CONFIGURATION, "Server (`server/config.py`)")) - {"Variable", "---"}
+    assert sorted(rows ^ SETTINGS.keys()) == []
+    shown = dict(re.findall(r"^  ([A-Z_]+)=(.*)$", help_text(), re.M))
+    expected = {name: "" if v == "empty" else v for name, v in server_settings().items()}
+    assert shown == expected
+
+
+def test_dependencies_are_updated_by_a_mechanism() -> None:
+    """.github/dependabot.yml watches pip (both locks), Docker and GitHub Actions."""
+    config = yaml.safe_load(text(".github/dependabot.yml"))
+    watched = {(u["package-ecosystem"], d) for u in config["updates"] for d in
+               u.get("directories", [u.get("directory")])}  # fmt: skip
+    assert {("pip", "/server"), ("pip", "/requirements"), ("github-actions", "/")} <= watched
+    assert {("docker", "/server"), ("docker", "/nginx")} <= watched
+
+
+def test_license_and_changelog_exist_and_agree_with_pyproject() -> None:
+    """LICENSE is the MIT text pyproject.toml declares; CHANGELOG.md has an Unreleased part."""
+    assert 'license = { text = "MIT" }' in text("pyproject.toml")
+    assert text("LICENSE").startswith("MIT License\n")
+    assert "## Unreleased" in text("CHANGELOG.md")
+
+
+def test_readme_names_exactly_two_commands_under_two_commands() -> None:
+    """The "Two commands" block holds two commands, and the prerequisites come first."""
+    readme = text(README)
+    block = readme.split("### Two commands", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    assert [line.split()[:2] for line in block.splitlines()] == [["make", "up"], ["make", "test"]]
+    assert readme.index("### Prerequisites") < readme.index("### Two commands")
+
+
+# Text a reader cannot follow: an issue of a tracker they do not see.
+ISSUE_REFERENCE = re.compile(r"(?<![\w/])(?:issue ?#?\d+|#\d+\b)", re.I)
+
+
+def test_no_issue_numbers_in_requirements_docs_or_test_docstrings() -> None:
+    """REQUIREMENTS.md, README.md, docs/ and the tests' docstrings say what, not which issue
+    asked for it."""
+    documents = [
+        "REQUIREMENTS.md",
+        README,
+        *(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")),
+    ]
+    found = [f"{doc}: {m}" for doc in documents for m in ISSUE_REFERENCE.findall(text(doc))]
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                doc = ast.get_docstring(node) or ""
+                found += [f"{path.relative_to(ROOT)}: {m}" for m in ISSUE_REFERENCE.findall(doc)]
+    assert found == []

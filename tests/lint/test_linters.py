@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 WORKFLOW = ".github/workflows/ci.yml"
-DOCKERFILES = ("server/Dockerfile", "nginx/Dockerfile")
+DOCKERFILES = ("server/Dockerfile", "nginx/Dockerfile", "examples/broadcast_room/Dockerfile")
 TIMEOUT = 120  # seconds; each tool takes well under 5 s
 
 
@@ -63,7 +63,8 @@ def test_hadolint(dockerfile: str) -> None:
 
 
 def test_yamllint() -> None:
-    """The compose file and the workflow pass yamllint, warnings included (.yamllint.yaml)."""
+    """The compose files, the workflow and dependabot's file pass yamllint, warnings
+    included (.yamllint.yaml)."""
     check(
         tool("yamllint"),
         "--strict",
@@ -71,6 +72,8 @@ def test_yamllint() -> None:
         ".yamllint.yaml",
         "docker-compose.yaml",
         ".github/workflows/",
+        ".github/dependabot.yml",
+        "examples/broadcast_room/compose.yaml",
     )
 
 

@@ -1,4 +1,4 @@
-"""The failure scenarios of issue #4, each on private stacks of its own.
+"""The failure scenarios (docs/scenarios.md), each on private stacks of its own.
 
 Each test runs the same definition as ``python -m stack scenario NAME`` (stack/scenarios/)
 and fails with the scenario's full timestamped report, so a red run says what was done,
