@@ -113,6 +113,13 @@ check_value() {
     local name=$1 value=$2 check=$3
     local kind=${check%%:*} lo hi n token
 
+    # Every value is rendered whole into NGINX's configuration, where a newline or a ';'
+    # ends a directive: no setting may hold a control character (newline, tab, CR, ...),
+    # whatever its kind. The kinds below allow no ';', and spaces only between list items.
+    [[ $value != *[[:cntrl:]]* ]] ||
+        config_error "$name" "$value" "contains a control character (newline, tab, ...)" \
+            "printable characters only; separate list items with spaces"
+
     case $kind in
     int)
         IFS=: read -r _ lo hi <<<"$check"
@@ -144,7 +151,8 @@ check_value() {
         ;;
     enum)
         local options=${check#enum:}
-        [[ " $options " == *" $value "* ]] ||
+        # One word: "444 421" is two choices, not one.
+        [[ $value != *" "* && " $options " == *" $value "* ]] ||
             config_error "$name" "$value" "is not a valid choice" "${options// / | }"
         ;;
     workers)
