@@ -37,7 +37,7 @@ from . import memory
 from .budget import HEADROOM, MemoryBudget, connection_sizes
 from .config import Config
 from .http import HttpEndpoints
-from .logs import log_event, message_logger, preview
+from .logs import MessageLogBudget, log_event, message_logger, preview
 from .metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -744,7 +744,11 @@ class Gateway:
         m = self.metrics
         observe_size = m.observe_size
         log_messages = self.config.log_messages and logger.isEnabledFor(logging.INFO)
-        log_message = self.log_message
+        # Bounded per connection (WS_LOG_MESSAGES_PER_SECOND): one flooder's lines must not
+        # push every other connection's lines out of the log buffer and the rotated files.
+        log_message = MessageLogBudget(
+            self.log_message, logger, ws.conn_id, self.config.log_messages_per_second
+        )
         rate = self.config.max_messages_per_second
         clock = asyncio.get_running_loop().time
         # The bucket holds one second's worth, and never less than one message, so a rate
@@ -817,6 +821,7 @@ class Gateway:
                 msgs_out += 1
                 bytes_out += size
         finally:
+            log_message.close()
             ws.msgs_in, ws.msgs_out, ws.bytes_in, ws.bytes_out = (
                 msgs_in,
                 msgs_out,
