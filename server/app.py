@@ -30,13 +30,13 @@ import websockets
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
-from websockets.protocol import CLOSED, OPEN
+from websockets.protocol import CLOSED, CONNECTING, OPEN
 from websockets.server import ServerProtocol
 
 from . import memory
 from .budget import HEADROOM, MemoryBudget, connection_sizes
 from .config import Config
-from .http import HttpEndpoints
+from .http import EARLY_DATA_LIMIT, HttpEndpoints, request_end
 from .logs import MessageLogBudget, log_event, message_logger, preview
 from .metrics import Metrics
 
@@ -80,6 +80,7 @@ class GatewayConnection(ServerConnection):
         "client",
         "conn_id",
         "drop_reason",
+        "early",
         "floor",
         "gateway",
         "granted",
@@ -117,6 +118,8 @@ class GatewayConnection(ServerConnection):
         self.request_id: str | None = None
         self.path = ""
         self.answered = False  # an HTTP response other than 101 was chosen and logged
+        # Bytes after the handshake request, held until it is answered (http.request_end).
+        self.early: bytearray | None = None
         self.has_slot = False  # counted in ws_connections_active
         self.lost = False  # connection_lost ran: the TCP connection is gone
         self.inflight = 0  # bytes of the message being echoed (held until the next one)
@@ -151,8 +154,38 @@ class GatewayConnection(ServerConnection):
         self.gateway.budget.accepted(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.protocol.state is CONNECTING or self.early is not None:
+            data = self.hold_early_data(data)
+            if not data:
+                return
         super().data_received(data)
         self.gateway.budget.after_read(self, self.loop.time())
+
+    def hold_early_data(self, data: bytes) -> bytes:
+        """What of ``data`` the parser may have now; bytes after the handshake request are
+        held until the request is answered (a client should wait for it; without NGINX in
+        front, one that pipelines requests does not)."""
+        if self.early is None and self.request is None:
+            end = request_end(self.protocol.reader.buffer, data)
+            if end == -1 or end == len(data):
+                return data
+            self.early = bytearray(data[end:])
+            return data[:end]
+        if self.early is None:
+            self.early = bytearray()
+        self.early += data
+        if len(self.early) > EARLY_DATA_LIMIT:
+            self.drop_reason = "data_before_handshake_answer"
+            self.transport.abort()
+        return b""
+
+    def release_early_data(self) -> None:
+        """Once the request is answered: after a 101 what the client sent early are its
+        first frames, fed in order; after any other answer the library closes, and they are
+        dropped."""
+        early, self.early = self.early, None
+        if early and self.protocol.state is OPEN and not self.lost:
+            self.data_received(bytes(early))
 
     def queue_full(self) -> None:
         self.hold_reading(HELD_BY_QUEUE)
@@ -272,6 +305,8 @@ class GatewayConnection(ServerConnection):
             if self.request is None:
                 self.gateway.no_request(self, TimeoutError("no HTTP request in time"))
             raise
+        finally:
+            self.release_early_data()
         if self.request is None:
             self.gateway.no_request(self, self.protocol.handshake_exc)
 
