@@ -43,6 +43,8 @@ readonly RUNTIME_CONF=$RUNTIME_DIR/nginx.conf
 # ----------------------------------------------------------------------
 readonly SETTINGS=(
     "LISTEN_PORT|8080|int:1024:65535|port of ws:// (unprivileged); change it only on the host's network (docker-compose.host-network.yaml), where it is a port of the host"
+    "LISTEN_ADDRESS|*|address|address of ws:// (and wss:// on 8443): * for all; on the host's network, the host address clients use (GATEWAY_BIND)"
+    "STATUS_ADDRESS|*|address|address of the stub_status listener on 8081: * inside a container; 127.0.0.1 on the host's network, where * would be every address of the host"
     "UPSTREAM_HOST|server|host|DNS name (or IPv4) of the WebSocket server, re-resolved while running"
     "UPSTREAM_PORT|3000|int:1:65535|TCP port of the WebSocket server"
     "RESOLVER|127.0.0.11|resolvers|DNS server(s) for UPSTREAM_HOST, space-separated (Docker's embedded DNS)"
@@ -190,6 +192,12 @@ check_value() {
                 config_error "$name" "$value" "is not a list of host names" \
                     "space-separated names, IP addresses or wildcards like *.example.com (no regex)"
         done
+        ;;
+    address)
+        local ipv4='([0-9]{1,3}\.){3}[0-9]{1,3}' ipv6='\[[0-9A-Fa-f:.]+\]'
+        [[ $value == '*' || $value =~ ^($ipv4|$ipv6)$ ]] ||
+            config_error "$name" "$value" "is not a listen address" \
+                "* (every address), an IPv4 address or an [IPv6] address (no port)"
         ;;
     path)
         [[ $value =~ ^/[A-Za-z0-9._/-]+$ ]] ||
