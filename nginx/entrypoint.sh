@@ -235,7 +235,7 @@ validate_settings() {
         for name in TLS_CERT_FILE TLS_KEY_FILE; do
             [[ -r ${!name} ]] ||
                 config_error "$name" "${!name}" "is not readable by UID $(id -u)" \
-                    "a file readable by the container user (e.g. mode 0644, or 0640 with group $(id -g))"
+                    "a file readable by the container user and no other (owner $(id -u) mode 0400, or group $(id -g) mode 0640)"
         done
     elif [[ -e $TLS_CERT_FILE ]]; then
         config_error TLS_KEY_FILE "$TLS_KEY_FILE" "does not exist but TLS_CERT_FILE does" \
