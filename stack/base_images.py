@@ -27,6 +27,7 @@ from stack.docker_client import client, image_exists
 log = logging.getLogger(__name__)
 
 RECIPE_LABEL = "io.websocket-gateway.base-recipe"
+PULL_SETTING = "WSGW_PULL_BASE_IMAGES"  # "1": pull official base images even when present
 DEBIAN_MIRROR = os.environ.get("DEBIAN_MIRROR", "https://deb.debian.org/debian")
 # Debian's archive keys: debootstrap checks the suite's Release signature with them, and every
 # package's hash against the Release (--force-check-gpg: never "Cannot check Release
@@ -130,7 +131,8 @@ def resolve(base: BaseImage) -> str:
     """Return the base image to build on, building our own Debian one if need be.
 
     An explicit ``PYTHON_BASE_IMAGE``/``NGINX_BASE_IMAGE`` wins and must be present or
-    pullable; otherwise the official image; otherwise ours.
+    pullable; otherwise the official image (pulled again first with
+    ``WSGW_PULL_BASE_IMAGES=1``); otherwise ours.
     """
     wanted = os.environ.get(base.env_override)
     if wanted:
@@ -140,6 +142,13 @@ def resolve(base: BaseImage) -> str:
             f"{base.env_override}={wanted!r}: image not present and cannot be pulled"
         )
     with lock(f"base-{base.role}"):
+        # A tag moves with its security fixes; a copy present here (restored from CI's
+        # cache, say) would otherwise be built on forever. WSGW_PULL_BASE_IMAGES=1 (CI's
+        # image step) pulls it first; a registry that does not answer keeps the copy.
+        if os.environ.get(PULL_SETTING) == "1":
+            if _pull(base.official):
+                return base.official
+            print(f"warning: cannot pull {base.official}; using the copy present, if any")
         if image_exists(base.official) or _pull(base.official):
             return base.official
         if _current(base):

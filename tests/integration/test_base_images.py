@@ -56,3 +56,18 @@ def test_missing_verification_tools_fail_clearly_without_root(
     with pytest.raises(RuntimeError, match=r"cannot be built with verified packages") as error:
         base_images.debootstrap_command(base_images.NGINX, tmp_path / "root")
     assert "absent.gpg" in str(error.value) and "debian-archive-keyring" in str(error.value)
+
+
+def test_ci_pulls_a_present_base_image_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """WSGW_PULL_BASE_IMAGES=1 pulls the official base although a copy is present (no
+    registry answers here, so the engine's pull is replaced by a recorder)."""
+    pulled: list[str] = []
+    monkeypatch.setattr(base_images, "image_exists", lambda reference: True)
+    monkeypatch.setattr(base_images, "_pull", lambda reference: pulled.append(reference) or True)
+    monkeypatch.delenv(base_images.NGINX.env_override, raising=False)
+    monkeypatch.delenv(base_images.PULL_SETTING, raising=False)
+    assert base_images.resolve(base_images.NGINX) == base_images.NGINX.official
+    assert pulled == [], "without the setting, a present copy is used as it is"
+    monkeypatch.setenv(base_images.PULL_SETTING, "1")
+    assert base_images.resolve(base_images.NGINX) == base_images.NGINX.official
+    assert pulled == [base_images.NGINX.official]
