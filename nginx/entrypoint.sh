@@ -43,6 +43,8 @@ readonly RUNTIME_CONF=$RUNTIME_DIR/nginx.conf
 # ----------------------------------------------------------------------
 readonly SETTINGS=(
     "LISTEN_PORT|8080|int:1024:65535|port of ws:// (unprivileged); change it only on the host's network (docker-compose.host-network.yaml), where it is a port of the host"
+    "LISTEN_ADDRESS|*|address|address of ws:// (and wss:// on 8443): * for all; on the host's network, the host address clients use (GATEWAY_BIND)"
+    "STATUS_ADDRESS|*|address|address of the stub_status listener on 8081: * inside a container; 127.0.0.1 on the host's network, where * would be every address of the host"
     "UPSTREAM_HOST|server|host|DNS name (or IPv4) of the WebSocket server, re-resolved while running"
     "UPSTREAM_PORT|3000|int:1:65535|TCP port of the WebSocket server"
     "RESOLVER|127.0.0.11|resolvers|DNS server(s) for UPSTREAM_HOST, space-separated (Docker's embedded DNS)"
@@ -113,6 +115,13 @@ check_value() {
     local name=$1 value=$2 check=$3
     local kind=${check%%:*} lo hi n token
 
+    # Every value is rendered whole into NGINX's configuration, where a newline or a ';'
+    # ends a directive: no setting may hold a control character (newline, tab, CR, ...),
+    # whatever its kind. The kinds below allow no ';', and spaces only between list items.
+    [[ $value != *[[:cntrl:]]* ]] ||
+        config_error "$name" "$value" "contains a control character (newline, tab, ...)" \
+            "printable characters only; separate list items with spaces"
+
     case $kind in
     int)
         IFS=: read -r _ lo hi <<<"$check"
@@ -144,7 +153,8 @@ check_value() {
         ;;
     enum)
         local options=${check#enum:}
-        [[ " $options " == *" $value "* ]] ||
+        # One word: "444 421" is two choices, not one.
+        [[ $value != *" "* && " $options " == *" $value "* ]] ||
             config_error "$name" "$value" "is not a valid choice" "${options// / | }"
         ;;
     workers)
@@ -182,6 +192,12 @@ check_value() {
                 config_error "$name" "$value" "is not a list of host names" \
                     "space-separated names, IP addresses or wildcards like *.example.com (no regex)"
         done
+        ;;
+    address)
+        local ipv4='([0-9]{1,3}\.){3}[0-9]{1,3}' ipv6='\[[0-9A-Fa-f:.]+\]'
+        [[ $value == '*' || $value =~ ^($ipv4|$ipv6)$ ]] ||
+            config_error "$name" "$value" "is not a listen address" \
+                "* (every address), an IPv4 address or an [IPv6] address (no port)"
         ;;
     path)
         [[ $value =~ ^/[A-Za-z0-9._/-]+$ ]] ||
@@ -228,7 +244,7 @@ validate_settings() {
         for name in TLS_CERT_FILE TLS_KEY_FILE; do
             [[ -r ${!name} ]] ||
                 config_error "$name" "${!name}" "is not readable by UID $(id -u)" \
-                    "a file readable by the container user (e.g. mode 0644, or 0640 with group $(id -g))"
+                    "a file readable by the container user and no other (owner $(id -u) mode 0400, or group $(id -g) mode 0640)"
         done
     elif [[ -e $TLS_CERT_FILE ]]; then
         config_error TLS_KEY_FILE "$TLS_KEY_FILE" "does not exist but TLS_CERT_FILE does" \

@@ -32,14 +32,14 @@ import websockets
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
-from websockets.protocol import CLOSED, OPEN
+from websockets.protocol import CLOSED, CONNECTING, OPEN
 from websockets.server import ServerProtocol
 
 from . import memory
 from .budget import HEADROOM, MemoryBudget, connection_sizes
 from .config import Config, load_handler
-from .http import HttpEndpoints
-from .logs import log_event, message_logger, preview
+from .http import EARLY_DATA_LIMIT, HttpEndpoints, request_end
+from .logs import MessageLogBudget, log_event, message_logger, preview
 from .metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ class GatewayConnection(ServerConnection):
         "client",
         "conn_id",
         "drop_reason",
+        "early",
         "floor",
         "gateway",
         "granted",
@@ -119,6 +120,8 @@ class GatewayConnection(ServerConnection):
         self.request_id: str | None = None
         self.path = ""
         self.answered = False  # an HTTP response other than 101 was chosen and logged
+        # Bytes after the handshake request, held until it is answered (http.request_end).
+        self.early: bytearray | None = None
         self.has_slot = False  # counted in ws_connections_active
         self.lost = False  # connection_lost ran: the TCP connection is gone
         self.inflight = 0  # bytes of the message being echoed (held until the next one)
@@ -153,8 +156,37 @@ class GatewayConnection(ServerConnection):
         self.gateway.budget.accepted(self)
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        if self.protocol.state is CONNECTING or self.early is not None:
+            data = self.hold_early_data(data)
+        if data:
+            super().data_received(data)
         self.gateway.budget.after_read(self, self.loop.time())
+
+    def hold_early_data(self, data: bytes) -> bytes:
+        """What of ``data`` the parser may have now; bytes after the handshake request are
+        held until the request is answered (a client should wait for it; without NGINX in
+        front, one that pipelines requests does not)."""
+        if self.early is None and self.request is None:
+            end = request_end(self.protocol.reader.buffer, data)
+            if end == -1 or end == len(data):
+                return data
+            self.early = bytearray(data[end:])
+            return data[:end]
+        if self.early is None:
+            self.early = bytearray()
+        self.early += data
+        if len(self.early) > EARLY_DATA_LIMIT:
+            self.drop_reason = "data_before_handshake_answer"
+            self.transport.abort()
+        return b""
+
+    def release_early_data(self) -> None:
+        """Once the request is answered: after a 101 what the client sent early are its
+        first frames, fed in order; after any other answer the library closes, and they are
+        dropped."""
+        early, self.early = self.early, None
+        if early and self.protocol.state is OPEN and not self.lost:
+            self.data_received(bytes(early))
 
     def queue_full(self) -> None:
         self.hold_reading(HELD_BY_QUEUE)
@@ -199,7 +231,8 @@ class GatewayConnection(ServerConnection):
         writing = self.transport.get_write_buffer_size()
         if writing:
             writing += self.inflight
-        return writing + self.inflight + 2 * queued + partial
+        early = 2 * len(self.early) if self.early is not None else 0  # frames, once fed
+        return writing + self.inflight + 2 * queued + partial + early
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -274,6 +307,8 @@ class GatewayConnection(ServerConnection):
             if self.request is None:
                 self.gateway.no_request(self, TimeoutError("no HTTP request in time"))
             raise
+        finally:
+            self.release_early_data()
         if self.request is None:
             self.gateway.no_request(self, self.protocol.handshake_exc)
 
@@ -839,7 +874,11 @@ class Gateway:
         m = self.metrics
         observe_size = m.observe_size
         log_messages = self.config.log_messages and logger.isEnabledFor(logging.INFO)
-        log_message = self.log_message
+        # Bounded per connection (WS_LOG_MESSAGES_PER_SECOND): one flooder's lines must not
+        # push every other connection's lines out of the log buffer and the rotated files.
+        log_message = MessageLogBudget(
+            self.log_message, logger, ws.conn_id, self.config.log_messages_per_second
+        )
         rate = self.config.max_messages_per_second
         clock = asyncio.get_running_loop().time
         # The bucket holds one second's worth, and never less than one message, so a rate
@@ -912,6 +951,7 @@ class Gateway:
                 msgs_out += 1
                 bytes_out += size
         finally:
+            log_message.close()
             ws.msgs_in, ws.msgs_out, ws.bytes_in, ws.bytes_out = (
                 msgs_in,
                 msgs_out,

@@ -69,6 +69,12 @@ _LIMITS: dict[str, tuple[str, float, float, str]] = {
         1_000_000,
         "0 (off) or messages per second up to 1000000",
     ),
+    "log_messages_per_second": (
+        "WS_LOG_MESSAGES_PER_SECOND",
+        0,
+        1_000_000,
+        "0 (no bound) or message lines per second up to 1000000",
+    ),
     "workers": ("WS_WORKERS", 1, 256, "1-256"),
     "max_queue": ("WS_MAX_QUEUE", 1, 1024, "1-1024 frames"),
     "open_timeout": ("WS_OPEN_TIMEOUT", 0.1, 3600, "seconds, 0.1-3600, below WS_SHUTDOWN_TIMEOUT"),
@@ -118,6 +124,9 @@ class Config:
     max_messages_per_second: float = 0.0
     compression: bool = False
     log_messages: bool = True
+    # Per connection: message lines beyond it are counted into one message_logs_suppressed
+    # line per second instead, so one flooder cannot flush everyone's lines out of the logs.
+    log_messages_per_second: float = 100.0
     trusted_proxies: tuple[IPNetwork, ...] = ()
     log_format: str = "json"
     log_level: str = "INFO"
@@ -213,6 +222,7 @@ class Config:
         read("max_messages_per_second", "WS_MAX_MESSAGES_PER_SECOND", _parse_float)
         read("compression", "WS_COMPRESSION", _parse_bool)
         read("log_messages", "WS_LOG_MESSAGES", _parse_bool)
+        read("log_messages_per_second", "WS_LOG_MESSAGES_PER_SECOND", _parse_float)
         read("trusted_proxies", "WS_TRUSTED_PROXIES", _parse_networks)
         read("log_format", "LOG_FORMAT", _choice(LOG_FORMATS, str.lower))
         read("log_level", "LOG_LEVEL", _choice(LOG_LEVELS, str.upper))
@@ -278,6 +288,11 @@ SETTINGS: dict[str, tuple[str, str, str]] = {
     ),
     "WS_COMPRESSION": ("compression", _BOOL_ALLOWED, "offer permessage-deflate"),
     "WS_LOG_MESSAGES": ("log_messages", _BOOL_ALLOWED, "one log line per message"),
+    "WS_LOG_MESSAGES_PER_SECOND": (
+        "log_messages_per_second",
+        _LIMITS["log_messages_per_second"][3],
+        "message lines per connection; the rest summed in one line a second",
+    ),
     "WS_TRUSTED_PROXIES": (
         "trusted_proxies",
         "comma-separated IP addresses or CIDRs",

@@ -58,6 +58,28 @@ class HandshakeConnection(Protocol):
         """Count this connection in ``ws_connections_active`` until its TCP connection ends."""
 
 
+# Bytes a handshake request may be followed by before its answer (pipelined requests, frames
+# sent before the 101): held, not parsed, then fed after a 101 or dropped with the connection.
+# More is a client that does not wait for its answer, and it is dropped.
+EARLY_DATA_LIMIT = 64 * 1024
+_HEADER_END = b"\r\n\r\n"
+
+
+def request_end(buffered: bytes | bytearray, data: bytes) -> int:
+    """Where in ``data`` the request header that ``buffered`` began ends (after its blank
+    line), or -1 if it does not end in ``data``.
+
+    websockets parses the bytes after a handshake request as frames at once, before the
+    request is answered: a pipelined second request became a protocol error whose EOF came
+    before the answer, and answering then failed an assertion inside the library
+    (``assert not self.eof_sent``, websockets 17.4). So the connection stops feeding the
+    parser where the request ends.
+    """
+    tail = bytes(buffered[-3:])  # the blank line may begin in an earlier read
+    found = (tail + data).find(_HEADER_END)
+    return -1 if found == -1 else found + len(_HEADER_END) - len(tail)
+
+
 def client_address(
     peer_ip: str | None, headers: Headers, trusted: Sequence[IPNetwork]
 ) -> str | None:

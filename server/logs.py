@@ -370,6 +370,97 @@ def message_logger(logger: logging.Logger) -> Callable[..., None]:
     return json_line
 
 
+# While a connection's message lines are suppressed, how often one summary line says how
+# many, in seconds.
+SUPPRESSED_SUMMARY_INTERVAL = 1.0
+
+
+class MessageLogBudget:
+    """One connection's per-message lines, at most ``rate`` per second on average.
+
+    A token bucket holding one second's worth (never less than one line): a connection that
+    sends faster has its message lines counted instead of written, and one
+    ``message_logs_suppressed`` line per second while it goes on (and one when it ends,
+    :meth:`close`) says how many, of how many bytes, from which ``seq`` to which. Every
+    message is still echoed and counted in the metrics; the log lines of other connections
+    are not pushed out by one flooder (``ws_log_lines_dropped_total``). ``rate`` 0: no bound.
+    """
+
+    __slots__ = (
+        "_burst",
+        "_bytes",
+        "_clock",
+        "_conn",
+        "_first_seq",
+        "_last",
+        "_last_seq",
+        "_log",
+        "_logger",
+        "_rate",
+        "_since",
+        "_tokens",
+        "suppressed",
+    )
+
+    def __init__(
+        self,
+        log: Callable[..., None],
+        logger: logging.Logger,
+        conn: str,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = log
+        self._logger = logger
+        self._conn = conn
+        self._rate = rate
+        self._burst = max(rate, 1.0)
+        self._tokens = self._burst
+        self._clock = clock
+        self._last = clock() if rate else 0.0
+        self.suppressed = 0  # message lines not written since the last summary
+        self._bytes = self._first_seq = self._last_seq = 0
+        self._since = 0.0
+
+    def __call__(self, event: str, conn: str, seq: int, kind: str, size: int, text: str) -> None:
+        """Write the message line if the budget allows, else count it for the summary."""
+        rate = self._rate
+        if not rate:
+            self._log(event, conn, seq, kind, size, text)
+            return
+        now = self._clock()
+        tokens = self._tokens + (now - self._last) * rate
+        self._tokens = tokens if tokens < self._burst else self._burst
+        self._last = now
+        if self.suppressed and now - self._since >= SUPPRESSED_SUMMARY_INTERVAL:
+            self.close()
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            self._log(event, conn, seq, kind, size, text)
+            return
+        if not self.suppressed:
+            self._first_seq, self._since = seq, now
+        self.suppressed += 1
+        self._bytes += size
+        self._last_seq = seq
+
+    def close(self) -> None:
+        """Write the summary of what is suppressed, if anything (at the connection's end)."""
+        if self.suppressed:
+            log_event(
+                self._logger,
+                logging.INFO,
+                "message_logs_suppressed",
+                conn=self._conn,
+                messages=self.suppressed,
+                bytes=self._bytes,
+                first_seq=self._first_seq,
+                last_seq=self._last_seq,
+                limit_per_second=self._rate,
+            )
+            self.suppressed = self._bytes = 0
+
+
 def configure_logging(
     log_format: str = "json", level: str = "INFO", stream: TextIO | None = None
 ) -> logging.Handler:

@@ -27,7 +27,15 @@ from stack.docker_client import client, image_exists
 log = logging.getLogger(__name__)
 
 RECIPE_LABEL = "io.websocket-gateway.base-recipe"
-DEBIAN_MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
+PULL_SETTING = "WSGW_PULL_BASE_IMAGES"  # "1": pull official base images even when present
+DEBIAN_MIRROR = os.environ.get("DEBIAN_MIRROR", "https://deb.debian.org/debian")
+# Debian's archive keys: debootstrap checks the suite's Release signature with them, and every
+# package's hash against the Release (--force-check-gpg: never "Cannot check Release
+# signature; keyring file not available" and on).
+DEBIAN_KEYRING = os.environ.get("DEBIAN_KEYRING", "/usr/share/keyrings/debian-archive-keyring.gpg")
+# What the offline build needs on the host: debootstrap, the keyring and gpgv to verify what
+# it downloads, CA certificates for an https mirror.
+HOST_PACKAGES = ("debootstrap", "debian-archive-keyring", "gpgv", "ca-certificates")
 # sid is the first suite with NGINX >= 1.27.3 (the upstream `resolve` parameter) and a
 # Python >= 3.11; trixie's NGINX is 1.26 and bookworm's 1.22.
 DEBIAN_SUITE = os.environ.get("DEBIAN_SUITE", "sid")
@@ -48,7 +56,9 @@ class BaseImage:
     @property
     def recipe(self) -> str:
         links = [f"{link}->{target}" for link, target in self.aliases]
-        text = "\n".join([DEBIAN_SUITE, DEBIAN_MIRROR, *self.packages, *self.version_check, *links])
+        # "verified": images built before signatures were checked are not reused.
+        parts = [DEBIAN_SUITE, DEBIAN_MIRROR, "verified", *self.packages, *self.version_check]
+        text = "\n".join([*parts, *links])
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     @property
@@ -121,7 +131,8 @@ def resolve(base: BaseImage) -> str:
     """Return the base image to build on, building our own Debian one if need be.
 
     An explicit ``PYTHON_BASE_IMAGE``/``NGINX_BASE_IMAGE`` wins and must be present or
-    pullable; otherwise the official image; otherwise ours.
+    pullable; otherwise the official image (pulled again first with
+    ``WSGW_PULL_BASE_IMAGES=1``); otherwise ours.
     """
     wanted = os.environ.get(base.env_override)
     if wanted:
@@ -131,6 +142,13 @@ def resolve(base: BaseImage) -> str:
             f"{base.env_override}={wanted!r}: image not present and cannot be pulled"
         )
     with lock(f"base-{base.role}"):
+        # A tag moves with its security fixes; a copy present here (restored from CI's
+        # cache, say) would otherwise be built on forever. WSGW_PULL_BASE_IMAGES=1 (CI's
+        # image step) pulls it first; a registry that does not answer keeps the copy.
+        if os.environ.get(PULL_SETTING) == "1":
+            if _pull(base.official):
+                return base.official
+            print(f"warning: cannot pull {base.official}; using the copy present, if any")
         if image_exists(base.official) or _pull(base.official):
             return base.official
         if _current(base):
@@ -147,47 +165,74 @@ def _current(base: BaseImage) -> bool:
     return image.labels.get(RECIPE_LABEL) == base.recipe
 
 
+def _missing_tools() -> list[str]:
+    """What of debootstrap, the archive keyring and gpgv this host lacks."""
+    missing = []
+    if not (shutil.which("debootstrap") or Path("/usr/sbin/debootstrap").exists()):
+        missing.append("debootstrap")
+    if not Path(DEBIAN_KEYRING).is_file():
+        missing.append(f"the Debian archive keyring ({DEBIAN_KEYRING})")
+    if not shutil.which("gpgv"):
+        missing.append("gpgv")
+    return missing
+
+
 def _debootstrap() -> str:
-    """Path of debootstrap, installed from Debian's packages when missing and we are root.
+    """Path of debootstrap, with what it needs to verify the packages it downloads (the
+    archive keyring, gpgv), installed from Debian's packages when missing and we are root.
 
-    Only the offline fallback needs it, so ``make test`` asks for neither debootstrap nor root
-    on a machine where a registry answers.
+    Only the offline fallback needs them, so ``make test`` asks for neither debootstrap nor
+    root on a machine where a registry answers. Fails, naming what is missing, rather than
+    build from packages it cannot verify.
     """
-    found = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
-    if Path(found).exists():
-        return found
-    if os.geteuid() != 0:
-        raise RuntimeError(
-            "no registry answered and debootstrap is missing: install it (apt-get install "
-            "debootstrap), run as root, or set PYTHON_BASE_IMAGE/NGINX_BASE_IMAGE to base "
-            "images you have"
-        )
-    with lock("debootstrap"):
-        if not Path(found).exists():
-            print("installing debootstrap (apt-get) for the offline base images ...", flush=True)
-            quiet = {
-                "stdout": subprocess.DEVNULL,
-                "env": {**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-            }
-            subprocess.run(["apt-get", "update", "-qq"], check=True, **quiet)
-            subprocess.run(
-                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "debootstrap"],
-                check=True,
-                **quiet,
+    if _missing_tools():
+        if os.geteuid() != 0:
+            raise RuntimeError(
+                "no registry answered and the offline base images cannot be built with "
+                f"verified packages: missing {', '.join(_missing_tools())}. Install them "
+                f"(apt-get install {' '.join(HOST_PACKAGES)}; DEBIAN_KEYRING names another "
+                "keyring file), run as root, or set PYTHON_BASE_IMAGE/NGINX_BASE_IMAGE to "
+                "base images you have"
             )
-    return found
+        with lock("debootstrap"):
+            if _missing_tools():
+                print(f"installing {' '.join(HOST_PACKAGES)} (apt-get) ...", flush=True)
+                quiet = {
+                    "stdout": subprocess.DEVNULL,
+                    "env": {**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+                }
+                subprocess.run(["apt-get", "update", "-qq"], check=True, **quiet)
+                subprocess.run(
+                    ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *HOST_PACKAGES],
+                    check=True,
+                    **quiet,
+                )
+        if _missing_tools():
+            raise RuntimeError(
+                f"still missing after apt-get install: {', '.join(_missing_tools())} "
+                "(set DEBIAN_KEYRING to the Debian archive keyring file)"
+            )
+    return shutil.which("debootstrap") or "/usr/sbin/debootstrap"
 
 
-def _run_debootstrap(base: BaseImage, root: Path) -> None:
-    """Run debootstrap into ``root``, printing each stage as it starts (not every package)."""
-    command = [
+def debootstrap_command(base: BaseImage, root: Path) -> list[str]:
+    """debootstrap for ``base`` into ``root``: the Release signature checked with
+    DEBIAN_KEYRING, and no build at all when it cannot be (--force-check-gpg)."""
+    return [
         _debootstrap(),
         "--variant=minbase",
+        f"--keyring={DEBIAN_KEYRING}",
+        "--force-check-gpg",
         "--include=" + ",".join(base.packages),
         DEBIAN_SUITE,
         str(root),
         DEBIAN_MIRROR,
     ]
+
+
+def _run_debootstrap(base: BaseImage, root: Path) -> None:
+    """Run debootstrap into ``root``, printing each stage as it starts (not every package)."""
+    command = debootstrap_command(base, root)
     output: list[str] = []
     stages: set[str] = set()
     with subprocess.Popen(
@@ -203,7 +248,10 @@ def _run_debootstrap(base: BaseImage, root: Path) -> None:
                 stages.add(words[1])
                 print(f"  base-{base.role}: debootstrap: {line.strip()[3:]}", flush=True)
     if process.returncode != 0:
-        raise RuntimeError(f"debootstrap exited {process.returncode}:\n" + "".join(output[-20:]))
+        raise RuntimeError(
+            f"debootstrap exited {process.returncode} (a Release signature that "
+            f"{DEBIAN_KEYRING} cannot verify stops it too):\n" + "".join(output[-20:])
+        )
 
 
 def build(base: BaseImage) -> None:

@@ -23,7 +23,15 @@ COMPOSE_FILE = ROOT / "docker-compose.yaml"
 HOST_NETWORK_FILE = ROOT / "docker-compose.host-network.yaml"  # NGINX without docker-proxy
 # Settings the compose file fixes (not passed through from the environment): they wire the
 # services to each other.
-WIRING = ("WS_HOST", "WS_PORT", "LISTEN_PORT", "UPSTREAM_HOST", "UPSTREAM_PORT")
+WIRING = (
+    "WS_HOST",
+    "WS_PORT",
+    "LISTEN_PORT",
+    "LISTEN_ADDRESS",
+    "STATUS_ADDRESS",
+    "UPSTREAM_HOST",
+    "UPSTREAM_PORT",
+)
 
 
 class ComposeError(RuntimeError):

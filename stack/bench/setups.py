@@ -49,7 +49,11 @@ SETUPS = {
     "asyncio": Setup(
         "asyncio", "gateway on the default asyncio loop", {"WS_EVENT_LOOP": "asyncio"}
     ),
-    "logging": Setup("logging", "gateway, message logging on", {"WS_LOG_MESSAGES": "true"}),
+    "logging": Setup(
+        "logging",
+        "gateway, every message logged",
+        {"WS_LOG_MESSAGES": "true", "WS_LOG_MESSAGES_PER_SECOND": "0"},
+    ),
     "workers2": Setup(
         "workers2", "gateway, WS_WORKERS=2 (CPU limit 2.0)", {"WS_WORKERS": "2"}, server_cpus=2.0
     ),

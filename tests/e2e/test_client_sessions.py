@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import time
 import uuid
 
 from websockets.asyncio.client import connect
 
+from stack import prometheus
 from stack.waits import until
 
 CLIENTS = 100
@@ -125,3 +127,62 @@ async def test_client_gone_without_a_close_frame_is_logged_as_1006(stack) -> Non
     events = until(closes, "the abrupt close in the server log", 30)
     assert len(events) == 1
     assert events[0]["code"] == 1006
+
+
+FLOOD = 20_000  # one-byte messages on one connection, as fast as the client sends
+
+
+async def test_a_flooder_cannot_push_other_sessions_out_of_the_log(stack) -> None:
+    """Through NGINX, with the defaults: a flooding session's message lines are bounded and
+    summarised, another session's lines all reach the container log, none is dropped."""
+    dropped_before = prometheus.parse(stack.server_get("/metrics")[2].decode()).value(
+        "ws_log_lines_dropped_total"
+    )
+    flooder, other = (f"flood-{uuid.uuid4().hex[:8]}", f"calm-{uuid.uuid4().hex[:8]}")
+    started = time.monotonic()
+
+    async def flood() -> None:
+        headers = {"X-Request-ID": flooder}
+        async with connect(stack.url, additional_headers=headers, max_queue=None) as ws:
+            for _ in range(FLOOD):
+                await ws.send(b"x")
+            for _ in range(FLOOD):
+                assert await ws.recv() == b"x"
+
+    async def calm() -> None:
+        async with connect(stack.url, additional_headers={"X-Request-ID": other}) as ws:
+            for i in range(50):
+                await ws.send(f"calm {i}")
+                assert await ws.recv() == f"calm {i}"
+
+    await asyncio.gather(flood(), calm())
+    elapsed = time.monotonic() - started
+
+    def sessions() -> dict[str, list[dict]]:
+        events = stack.server.events()
+        conns = {
+            e["request_id"]: e["conn"]
+            for e in events
+            if e.get("event") == "connection_open" and e.get("request_id") in (flooder, other)
+        }
+        return {rid: [e for e in events if e.get("conn") == conn] for rid, conn in conns.items()}
+
+    found = until(
+        sessions,
+        "both sessions' close lines",
+        30,
+        accept=lambda s: (
+            len(s) == 2
+            and all(any(e["event"] == "connection_closed" for e in es) for es in s.values())
+        ),
+    )
+    calm_lines = [e["preview"] for e in found[other] if e["event"] == "message_echoed"]
+    assert calm_lines == [f"calm {i}" for i in range(50)]
+    flood_lines = [e for e in found[flooder] if e["event"] == "message_echoed"]
+    summaries = [e for e in found[flooder] if e["event"] == "message_logs_suppressed"]
+    assert len(flood_lines) <= 100 + 100 * elapsed + 1, (len(flood_lines), elapsed)
+    assert len(flood_lines) + sum(s["messages"] for s in summaries) == FLOOD
+    dropped_after = prometheus.parse(stack.server_get("/metrics")[2].decode()).value(
+        "ws_log_lines_dropped_total"
+    )
+    assert dropped_after == dropped_before

@@ -102,6 +102,24 @@ def own_address(peer: str) -> str:
         return str(probe.getsockname()[0])
 
 
+def listening(container) -> set[tuple[str, int]]:
+    """(address, port) of every listening TCP socket in ``container``'s network namespace,
+    read from the kernel's own tables (/proc/net/tcp, tcp6), not from NGINX's config."""
+    result = container.exec_run(["cat", "/proc/net/tcp", "/proc/net/tcp6"])
+    assert result.exit_code == 0, result.output
+    found = set()
+    for line in result.output.decode().splitlines():
+        fields = line.split()
+        if len(fields) < 4 or fields[3] != "0A":  # 0A: TCP_LISTEN (the header line too)
+            continue
+        address, port = fields[1].split(":")
+        raw = bytes.fromhex(address)
+        # Each 32-bit word is in host (little-endian) order.
+        raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+        found.add((str(ipaddress.ip_address(raw)), int(port, 16)))
+    return found
+
+
 def test_host_network_override_echoes_without_docker_proxy(compose_project) -> None:
     """docker-compose.host-network.yaml: NGINX listens on the host's port itself, so clients
     reach it without docker-proxy, and it sees their own address (through docker-proxy,
@@ -124,6 +142,11 @@ def test_host_network_override_echoes_without_docker_proxy(compose_project) -> N
     events = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
     opened = [e for e in events if e["event"] == "connection_open"]
     assert [e["client"] for e in opened] == [own_address(host)]
+    # On the host's network every address is the host's: NGINX listens where GATEWAY_BIND
+    # says, and its status listener on loopback only.
+    sockets = listening(nginx)
+    assert {address for address, p in sockets if p == port} == {env["GATEWAY_BIND"]}, sockets
+    assert {address for address, p in sockets if p == 8081} == {"127.0.0.1"}, sockets
 
 
 def non_loopback_address() -> str:

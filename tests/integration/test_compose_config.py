@@ -6,8 +6,11 @@ directory; they need the Compose binary, not the daemon, and start no container.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -102,3 +105,29 @@ def test_every_documented_setting_reaches_its_container_from_env(
         if compose_file.environment(service, tmp_path).get(name) != f"set-by-env-{name}"
     ]
     assert missing == []
+
+
+def test_tls_override_keeps_plaintext_on_loopback_and_wss_where_clients_connect() -> None:
+    """With docker-compose.tls.yaml, 8443 is published on GATEWAY_BIND and plaintext 8080
+    on 127.0.0.1 only (GATEWAY_PLAIN_BIND), as Compose resolves the two files."""
+    if shutil.which("docker") is None:
+        pytest.skip("the docker CLI (with Compose) is not installed here")
+    tls_file = compose_file.ROOT / "docker-compose.tls.yaml"
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("GATEWAY_PLAIN_BIND", "GATEWAY_PORT", "GATEWAY_TLS_PORT", "COMPOSE_FILE")
+    }
+    files = ["-f", str(compose_file.COMPOSE_FILE), "-f", str(tls_file)]
+    result = subprocess.run(
+        ["docker", "compose", *files, "config", "--format", "json"],
+        env={**env, "GATEWAY_BIND": "0.0.0.0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    ports = json.loads(result.stdout)["services"]["nginx"]["ports"]
+    published = {(p["target"], p.get("host_ip"), p["published"]) for p in ports}
+    assert published == {(8443, "0.0.0.0", "8443"), (8080, "127.0.0.1", "8080")}

@@ -46,3 +46,9 @@ def test_swarm_up_echoes_through_nginx_over_several_replicas(swarm_url: str) -> 
         gauges = [swarm.active_connections(c) for c in swarm.containers("server")]
         assert sum(gauges) == CONNECTIONS, gauges
         assert sum(g > 0 for g in gauges) >= 2, f"one replica took them all: {gauges}"
+    # Between nodes the overlays carry clear WebSocket frames: both are encrypted (IPsec).
+    for network in ("edge", "backend"):
+        options = swarm.docker(
+            "network", "inspect", "--format", "{{json .Options}}", f"{swarm.STACK}_{network}"
+        )
+        assert '"encrypted":"true"' in options.replace(" ", ""), (network, options)

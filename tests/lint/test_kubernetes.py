@@ -163,12 +163,58 @@ def test_only_nginx_may_reach_the_server_port() -> None:
     """The NetworkPolicy selects the server pods and admits NGINX pods on 3000 only."""
     policy = one("NetworkPolicy", "websocket-server")["spec"]
     assert policy["podSelector"] == {"matchLabels": SERVER}
-    assert policy["policyTypes"] == ["Ingress"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
     (rule,) = policy["ingress"]
     assert rule["from"] == [{"podSelector": {"matchLabels": NGINX}}]
     assert rule["ports"] == [{"port": 3000, "protocol": "TCP"}]
     assert one("Deployment", "websocket-nginx")["spec"]["template"]["metadata"]["labels"] == NGINX
     assert one("Deployment", "websocket-server")["spec"]["template"]["metadata"]["labels"] == SERVER
+
+
+def test_the_server_may_open_no_connection() -> None:
+    """Like compose's internal backend: the server's policy lists Egress with no rule."""
+    policy = one("NetworkPolicy", "websocket-server")["spec"]
+    assert "Egress" in policy["policyTypes"]
+    assert policy["egress"] == []
+
+
+def policy_for(labels: dict[str, str]) -> dict[str, Any]:
+    (found,) = [
+        r["spec"]
+        for r in resources()
+        if r["kind"] == "NetworkPolicy" and r["spec"]["podSelector"] == {"matchLabels": labels}
+    ]
+    return found
+
+
+def test_nginx_pods_admit_clients_on_their_port_and_nothing_on_8081() -> None:
+    """NGINX is selected: ingress on its container port only (no 8081, stub_status), egress
+    only to the server's 3000 and the cluster DNS on 53."""
+    policy = policy_for(NGINX)
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    (container,) = pod("websocket-nginx")["containers"]
+    declared = {port["containerPort"] for port in container["ports"]}
+    admitted = {port["port"] for rule in policy["ingress"] for port in rule["ports"]}
+    assert admitted == declared == {8080}
+    assert all("ports" in rule for rule in policy["ingress"]), "a rule without ports admits all"
+    to_server, to_dns = policy["egress"]
+    assert to_server == {
+        "to": [{"podSelector": {"matchLabels": SERVER}}],
+        "ports": [{"port": 3000, "protocol": "TCP"}],
+    }
+    assert to_dns["ports"] == [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+    (dns,) = to_dns["to"]
+    assert dns["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+    }
+    assert dns["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+
+
+def test_every_pod_is_selected_by_a_network_policy() -> None:
+    """No Deployment's pods are left open: each is selected by a policy for both ways."""
+    for deployment in ("websocket-server", "websocket-nginx"):
+        labels = one("Deployment", deployment)["spec"]["template"]["metadata"]["labels"]
+        assert set(policy_for(labels)["policyTypes"]) == {"Ingress", "Egress"}
 
 
 def test_disruption_budgets_cover_both_deployments() -> None:

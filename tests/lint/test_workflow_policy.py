@@ -83,6 +83,13 @@ def test_test_job_runs_the_make_test_steps(workflow: dict[str, Any]) -> None:
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
+def test_ci_pulls_base_images_instead_of_trusting_the_cache(workflow: dict[str, Any]) -> None:
+    """The image step pulls the official bases again (WSGW_PULL_BASE_IMAGES=1): a copy
+    restored from the cache, or by its older-key fallback, is never built on for good."""
+    (step,) = [s for s in workflow["jobs"]["test"]["steps"] if s.get("run") == "scripts/images.sh"]
+    assert step.get("env", {}).get("WSGW_PULL_BASE_IMAGES") == "1"
+
+
 def test_reports_uploaded(workflow: dict[str, Any]) -> None:
     """The coverage and JUnit reports every pytest run writes (pyproject.toml's addopts,
     so scripts/test.sh's too) are uploaded as artifacts."""

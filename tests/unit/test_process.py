@@ -227,7 +227,8 @@ async def test_a_log_reader_that_stops_reading_does_not_stall_echoing():
     process = await asyncio.create_subprocess_exec(
         *server_command(),
         cwd=ROOT,
-        env=server_env(WS_LOG_MESSAGES="true"),
+        # No per-connection bound on message lines: this one connection must outrun the reader.
+        env=server_env(WS_LOG_MESSAGES="true", WS_LOG_MESSAGES_PER_SECOND="0"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         limit=1024,  # the test's own reader stops too, after 2 KiB
