@@ -66,8 +66,11 @@ _HEADER_END = b"\r\n\r\n"
 
 
 def request_end(buffered: bytes | bytearray, data: bytes) -> int:
-    """Where in ``data`` the request header that ``buffered`` began ends (after its blank
-    line), or -1 if it does not end in ``data``.
+    """Where in ``data`` the request header being parsed ends (after its blank line), or -1
+    if it does not end in ``data``.
+
+    ``buffered`` is what the parser holds unconsumed: the start of a line, since it takes
+    whole lines, so a CRLF (the previous line's end, or nothing yet) comes before it.
 
     websockets parses the bytes after a handshake request as frames at once, before the
     request is answered: a pipelined second request became a protocol error whose EOF came
@@ -75,7 +78,7 @@ def request_end(buffered: bytes | bytearray, data: bytes) -> int:
     (``assert not self.eof_sent``, websockets 17.4). So the connection stops feeding the
     parser where the request ends.
     """
-    tail = bytes(buffered[-3:])  # the blank line may begin in an earlier read
+    tail = (b"\r\n" + bytes(buffered[-3:]))[-3:]  # the blank line may begin in an earlier read
     found = (tail + data).find(_HEADER_END)
     return -1 if found == -1 else found + len(_HEADER_END) - len(tail)
 
