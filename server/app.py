@@ -426,7 +426,7 @@ class Gateway:
         # Reserves what connections read against WS_MEMORY_BUDGET; sized by start(), when
         # the process's own base is known.
         self.budget = MemoryBudget(0)
-        self._shed_last_tick = False
+        self._collect_garbage = False
         self._background: list[asyncio.Task[None]] = []  # memory watch, heartbeats
         self.server: Server | None = None
         self.log_message = message_logger(logger)
@@ -646,11 +646,14 @@ class Gateway:
             self.metrics.memory_held = sum(held.values())
             self.metrics.memory_reserved = self.budget.floors + self.budget.granted
             self.metrics.memory_waiting = len(self.budget.waiting)
-            if self._shed_last_tick:
-                # The dropped connections are gone now; what their cycles (handler frames,
-                # exceptions) still hold goes at once rather than at some later collection.
+            if self._collect_garbage:
+                # Closed for being over the budget, the dropped connections are gone now:
+                # what their cycles (handler frames, exceptions) still hold goes at once
+                # rather than at some later collection. Not after a shed for a starving
+                # reader: a few connections' leftovers do not pay for a full collection's
+                # pause of every connection.
                 gc.collect()
-                self._shed_last_tick = False
+                self._collect_garbage = False
             starving = self.budget.first_waiter(loop.time(), STARVING_AFTER)
             if isinstance(starving, GatewayConnection) and not starving.paused:
                 short = self.budget.shortfall(starving) - self.budget.free
@@ -693,7 +696,7 @@ class Gateway:
         for connection in shed:
             del held[connection]
         if shed:
-            self._shed_last_tick = True
+            self._collect_garbage = why == "over_budget"
             log_event(
                 logger,
                 logging.WARNING,
