@@ -905,6 +905,10 @@ class Gateway:
                 observe_size(size)
                 msgs_in += 1
                 bytes_in += size
+                # The message is held until the next one is received (``message`` keeps it),
+                # and its echo's serialized frame as long as the write buffer holds any of
+                # it: held_bytes counts it here, not where it was in the receive queue.
+                ws.inflight = size
                 if rate:
                     now = clock()
                     tokens = min(burst, tokens + (now - last) * rate)
@@ -926,9 +930,7 @@ class Gateway:
                         # Write buffer over its high-water mark: send() writes, then waits
                         # until the peer reads; meanwhile nothing more is read from it,
                         # and the message is held twice (here and in the write buffer).
-                        ws.inflight = size
                         await send(message)
-                        ws.inflight = 0
                     else:
                         # Room in the write buffer: write now, synchronously. broadcast()
                         # to one connection is send() without its per-message async
