@@ -54,8 +54,10 @@ HELD_BY_MEMORY = 4  # ... the memory budget cannot reserve its next read
 MEMORY_CHECK_INTERVAL = 0.025  # seconds between two looks at the process's memory
 SHED_AT = 0.9  # from this share of the budget, close the largest holders ...
 SHED_TO = 0.75  # ... until this share of it is left
-# A connection that reads its echoes but has waited this long for the budget to reserve its
-# next read makes room: the largest holders that stopped reading theirs are closed (1013).
+# A connection that has shown it reads its echoes but has waited this long for the budget to
+# reserve its next read makes room: the largest holders that stopped reading theirs are
+# closed (1013). One that has not shown it (a slow reader stuck in its first message looks
+# the same as a client sending its first large one) waits for room like the rest.
 STARVING_AFTER = 1.0
 # Close codes of an orderly end: logged at INFO and not counted as errors.
 NORMAL_CLOSE_CODES = frozenset({CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, 1005})
@@ -101,6 +103,7 @@ class GatewayConnection(ServerConnection):
         "pongs",
         "read_size",
         "reading_held",
+        "reads_echoes",
         "request_id",
         "share",
     )
@@ -130,6 +133,9 @@ class GatewayConnection(ServerConnection):
         self.drop_reason: str | None = None  # why the server ended it, when not obvious
         self.opened_at = 0.0
         self.pongs = 0  # heartbeats answered
+        # Its peer has read an echo: the write buffer was empty when its next message came.
+        # Only such a connection may make room for itself by closing stuck ones.
+        self.reads_echoes = False
         # The heartbeat (Gateway._heartbeats): loop times when the next ping is due and
         # when the pong to the ping in flight is, and that ping's payload.
         self.ping_due = self.pong_due = math.inf
@@ -654,11 +660,11 @@ class Gateway:
                 # pause of every connection.
                 gc.collect()
                 self._collect_garbage = False
-            starving = self.budget.first_waiter(loop.time(), STARVING_AFTER)
+            starving = self.budget.starving(loop.time(), STARVING_AFTER)
             if isinstance(starving, GatewayConnection) and not starving.paused:
                 short = self.budget.shortfall(starving) - self.budget.free
                 self._shed(
-                    held, "starving", lambda shed, s=short: _reserved(shed) >= s, stuck_only=True
+                    held, "starving", lambda shed, s=short: _reserved(shed) >= s, spare=starving
                 )
             used = memory.in_use(cgroup) or self.metrics.memory_held
             self.metrics.memory_used = used
@@ -668,7 +674,7 @@ class Gateway:
                     held,
                     "over_budget",
                     lambda shed, e=excess, h=held: sum(map(h.__getitem__, shed)) >= e,
-                    stuck_only=False,
+                    spare=None,
                 )
 
     def _shed(
@@ -677,19 +683,24 @@ class Gateway:
         why: str,
         enough: Callable[[list[GatewayConnection]], bool],
         *,
-        stuck_only: bool,
+        spare: GatewayConnection | None,
     ) -> None:
         """Close the largest holders with 1013 until ``enough(those closed)``.
 
-        ``stuck_only``: only those whose write buffer is full (they do not read their
-        echoes); else any that stopped reading.
+        To make room for ``spare``, a connection that reads its echoes: only holders that
+        do not read theirs (a full write buffer), then the largest of those that have not
+        shown they read theirs and wait for memory too. Else any that stopped reading.
         """
+        candidates = sorted(held, key=held.__getitem__, reverse=True)
+        if spare is not None:
+            waiting = self.budget.waiting
+            candidates = [c for c in candidates if c.paused] + [
+                c for c in candidates if not c.paused and not c.reads_echoes and c in waiting
+            ]
         shed: list[GatewayConnection] = []
-        for connection in sorted(held, key=held.__getitem__, reverse=True):
+        for connection in candidates:
             if enough(shed):
                 break
-            if stuck_only and not connection.paused:
-                continue
             shed.append(connection)
             # Its reservation comes back at connection_lost, once its buffers are freed.
             connection.drop("memory_budget", CloseCode.TRY_AGAIN_LATER, MEMORY_REASON)
@@ -892,6 +903,8 @@ class Gateway:
         try:
             while True:
                 message = await recv()
+                if msgs_in and not ws.reads_echoes and not ws.transport.get_write_buffer_size():
+                    ws.reads_echoes = True
                 if type(message) is str:
                     is_text = True
                     size = len(message) if message.isascii() else len(message.encode())

@@ -43,6 +43,7 @@ class Reader(Protocol):
     floor: int  # what it costs the budget from its acceptance (see floor_of)
     share: int  # user-space bytes it may hold, its next read included, without a grant
     read_size: int  # what one read can take at most: twice its receive buffer
+    reads_echoes: bool  # its peer has shown it reads what it is sent
 
     def held_bytes(self) -> int: ...
 
@@ -105,11 +106,12 @@ class MemoryBudget:
         Called every few milliseconds: echoes drain between two calls, not in a callback.
         A grant also grows when a holder holds more than it was granted (an echo's buffers
         replacing the frame they came from), so the pool never counts less than is held.
-        In order of arrival, so that a large need is not passed over for ever by small ones.
+        Waiters whose peers have shown they read go first; within each kind, in order of
+        arrival, so that a large need is not passed over for ever by small ones.
         """
         for connection in list(self.holders):
             self._set_grant(connection, self._need(connection))
-        for connection in list(self.waiting):
+        for connection in sorted(self.waiting, key=lambda c: not c.reads_echoes):
             extra = self.shortfall(connection)
             if extra > self.free:
                 break
@@ -118,10 +120,14 @@ class MemoryBudget:
             del self.waiting[connection]
             connection.release_reading_for_memory()
 
-    def first_waiter(self, now: float, after: float) -> Reader | None:
-        """The connection that has waited longest, if that is ``after`` seconds or more."""
+    def starving(self, now: float, after: float) -> Reader | None:
+        """The connection that has waited longest, ``after`` seconds or more, of those whose
+        peers have shown they read what they are sent."""
         for connection, since in self.waiting.items():
-            return connection if now - since >= after else None
+            if now - since < after:
+                return None
+            if connection.reads_echoes:
+                return connection
         return None
 
     def shortfall(self, connection: Reader) -> int:

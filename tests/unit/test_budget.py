@@ -19,6 +19,7 @@ class Reader:
         self.granted = 0
         self.held = held
         self.reading = True
+        self.reads_echoes = False
 
     def held_bytes(self) -> int:
         return self.held
@@ -71,7 +72,9 @@ def test_waiters_read_again_first_come_first_served_as_holders_drain():
     budget.after_read(first, now=1.0)
     budget.after_read(second, now=2.0)
     assert not first.reading and not second.reading
-    assert budget.first_waiter(now=2.5, after=1.0) is first
+    assert budget.starving(now=2.5, after=1.0) is None  # neither has shown it reads
+    second.reads_echoes = True
+    assert budget.starving(now=3.5, after=1.0) is second
     holder.held = 0  # its echoes drained
     budget.rebalance()
     assert holder.granted == 0 and first.reading and second.reading and not budget.waiting

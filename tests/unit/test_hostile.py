@@ -181,3 +181,42 @@ async def test_slow_senders_cannot_grow_the_server_past_its_budget():
     assert waiting > 0, "the budget never had to stop a reader: the test proves nothing"
     assert len(pushed) < SLOW_SENDERS * OFFERED, "every slow sender got everything out"
     assert peak <= BUDGET + ALLOWANCE, f"peak RSS {peak / MIB:.0f} MiB"
+
+
+async def test_a_client_that_reads_its_echoes_gets_room_from_stuck_ones():
+    """Slow senders spend the budget; a client that has shown it reads its echoes then
+    sends 1 MiB: after waiting a second it gets room, and the largest senders that do not
+    read theirs are closed with 1013 to make it."""
+    server = await ServerProcess.start(
+        WS_MEMORY_BUDGET=f"{BUDGET // MIB}MiB", WS_PING_INTERVAL="0", WS_LOG_MESSAGES="false"
+    )
+    senders: list[RawClient] = []
+    pushed: list[int] = []
+    try:
+        async with connect(f"ws://127.0.0.1:{server.port}/ws", max_size=2 * MIB) as healthy:
+            for n in range(3):
+                await healthy.send(f"shown {n}")
+                assert await healthy.recv() == f"shown {n}"
+            senders = await asyncio.gather(
+                *(slow_sender(server.port, pushed) for _ in range(SLOW_SENDERS))
+            )
+
+            async def budget_spent() -> bool:
+                _, _, body = await http_request(server.port, "/metrics")
+                return metric(body.decode(), "ws_memory_waiting_connections") > 0
+
+            await wait_until(budget_spent, units(20), "slow senders waiting for memory")
+            large = os.urandom(MIB)
+            await healthy.send(large)
+            assert await asyncio.wait_for(healthy.recv(), units(15)) == large
+    finally:
+        for raw in senders:
+            raw.pump.cancel()  # type: ignore[attr-defined]
+            raw.abort()
+        await server.kill()
+    made_room = [e for e in server.events("memory_budget_exceeded") if e["why"] == "starving"]
+    assert made_room, "the large message got through without anyone closed for it"
+    shed = [
+        e for e in server.events("connection_closed") if e.get("drop_reason") == "memory_budget"
+    ]
+    assert shed and all(e["code"] == 1013 for e in shed)
