@@ -1,20 +1,20 @@
 # The two commands: `make up` runs the gateway, `make test` runs the whole suite.
-# Each does its own set-up on a fresh machine (see scripts/setup.sh).
+# Each does its own set-up on a fresh machine (see ci/setup.sh).
 .PHONY: setup images test test-in-container up down lint bench clean lock
 
 setup:
-	scripts/setup.sh
+	ci/setup.sh
 
 images: setup
-	scripts/images.sh
+	ci/images.sh
 
 test: images
-	scripts/test.sh
+	ci/test.sh
 
 # The Docker-backed layers inside a container on the host's Docker socket (as many CI
 # runners run): proves the suite needs no route to the stacks' bridge networks.
 test-in-container: images
-	scripts/test-in-container.sh
+	ci/test-in-container.sh
 
 lint: setup
 	.venv/bin/python -m pytest -n auto tests/lint

@@ -23,7 +23,7 @@ from testcontainers.core.docker_client import DockerClient
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
 
-IN_CONTAINER = "WSGW_TESTS_IN_CONTAINER"  # set by scripts/test-in-container.sh
+IN_CONTAINER = "WSGW_TESTS_IN_CONTAINER"  # set by ci/test-in-container.sh
 
 
 @functools.cache

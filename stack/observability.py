@@ -211,7 +211,7 @@ def screenshot(page_html: str, png: Path, size: str = "1010,600") -> None:
         source.write_text(page_html)
         subprocess.run(
             [
-                os.environ.get("CHROMIUM_BINARY", "chromium"),  # as scripts/setup.sh
+                os.environ.get("CHROMIUM_BINARY", "chromium"),  # as ci/setup.sh
                 "--headless=new",
                 "--no-sandbox",
                 "--hide-scrollbars",

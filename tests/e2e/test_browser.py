@@ -2,7 +2,7 @@
 
 The page itself, not its script under another runtime: it connects, echoes what is typed
 and binary data, shows the close code, and reconnects by itself after NGINX restarts.
-Chromium and chromedriver come from Debian (scripts/setup.sh installs them); without them
+Chromium and chromedriver come from Debian (ci/setup.sh installs them); without them
 the test fails in CI and skips elsewhere.
 """
 
@@ -35,7 +35,7 @@ def browser() -> Iterator[webdriver.Chrome]:
     """Headless Chromium driven by chromedriver, quit after the test."""
     missing = [path for path in CHROMIUM if not shutil.which(path)]
     if missing:
-        reason = f"{' and '.join(missing)} missing: run scripts/setup.sh as root"
+        reason = f"{' and '.join(missing)} missing: run ci/setup.sh as root"
         if os.environ.get("CI"):
             pytest.fail(f"CI needs a browser: {reason}", pytrace=False)
         pytest.skip(reason)

@@ -1,7 +1,7 @@
 """The linters, as tests: a broken Dockerfile, compose file or workflow fails the suite.
 
 Each test runs one tool from this interpreter's virtual environment (the same binaries and
-configuration files as scripts/lint.sh) and passes when it exits 0; on failure the tool's own
+configuration files as ci/lint.sh) and passes when it exits 0; on failure the tool's own
 output is the message. None of them needs the network.
 """
 
@@ -26,7 +26,7 @@ def tool(name: str) -> str:
     """Path of ``name`` in the virtual environment; fails (never skips) when it is missing."""
     path = BIN / name
     if not path.exists():
-        pytest.fail(f"{name} is not installed in {BIN}: run scripts/setup.sh", pytrace=False)
+        pytest.fail(f"{name} is not installed in {BIN}: run ci/setup.sh", pytrace=False)
     return str(path)
 
 

@@ -96,3 +96,8 @@ def test_project_layout() -> None:
         "REQUIREMENTS.md",
     ]
     assert [path for path in expected if not (ROOT / path).is_file()] == []
+    # The design card's top level: every entry it names is there.
+    card = ["stack", "tests", "nginx", "server", "ci", "docker-compose.yaml", "README.md",
+            "REQUIREMENTS.md", "conftest.py"]  # fmt: skip
+    assert [entry for entry in card if not (ROOT / entry).exists()] == []
+    assert (ROOT / "ci" / "test.sh").is_file(), "ci/ holds the pipeline's steps"

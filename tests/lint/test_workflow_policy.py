@@ -1,6 +1,6 @@
 """What the GitHub workflow must keep doing, beyond what its schema and zizmor check.
 
-It runs the same scripts/ steps as `.ci/run` (`make test`), so CI on GitHub and CI here cannot
+It runs the same ci/ steps as `.ci/run` (`make test`), so CI on GitHub and CI here cannot
 drift apart, and it stays locked down: actions pinned by commit, read-only token.
 """
 
@@ -66,33 +66,33 @@ def test_runs_are_bounded(workflow: dict[str, Any]) -> None:
 
 
 def test_lint_job_runs_scripts_lint(workflow: dict[str, Any]) -> None:
-    """The lint job sets up as `make` does, then runs scripts/lint.sh."""
+    """The lint job sets up as `make` does, then runs ci/lint.sh."""
     lines = run_lines(workflow["jobs"]["lint"])
-    assert lines.index("scripts/setup.sh") < lines.index("scripts/lint.sh")
+    assert lines.index("ci/setup.sh") < lines.index("ci/lint.sh")
 
 
 def test_test_job_runs_the_make_test_steps(workflow: dict[str, Any]) -> None:
-    """The test job runs scripts/setup.sh, images.sh, test.sh in the order `make test` does."""
-    order = ["scripts/setup.sh", "scripts/images.sh", "scripts/test.sh"]
+    """The test job runs ci/setup.sh, images.sh, test.sh in the order `make test` does."""
+    order = ["ci/setup.sh", "ci/images.sh", "ci/test.sh"]
     steps = [line for line in run_lines(workflow["jobs"]["test"]) if line in order]
     assert steps == order
     makefile = (ROOT / "Makefile").read_text()
-    for target, script in (("setup", "scripts/setup.sh"), ("images", "scripts/images.sh")):
+    for target, script in (("setup", "ci/setup.sh"), ("images", "ci/images.sh")):
         assert re.search(rf"^{target}:.*\n\t{re.escape(script)}$", makefile, re.M), target
-    assert re.search(r"^test: images\n\tscripts/test.sh$", makefile, re.M)
+    assert re.search(r"^test: images\n\tci/test.sh$", makefile, re.M)
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
 def test_ci_pulls_base_images_instead_of_trusting_the_cache(workflow: dict[str, Any]) -> None:
     """The image step pulls the official bases again (WSGW_PULL_BASE_IMAGES=1): a copy
     restored from the cache, or by its older-key fallback, is never built on for good."""
-    (step,) = [s for s in workflow["jobs"]["test"]["steps"] if s.get("run") == "scripts/images.sh"]
+    (step,) = [s for s in workflow["jobs"]["test"]["steps"] if s.get("run") == "ci/images.sh"]
     assert step.get("env", {}).get("WSGW_PULL_BASE_IMAGES") == "1"
 
 
 def test_reports_uploaded(workflow: dict[str, Any]) -> None:
     """The coverage and JUnit reports every pytest run writes (pyproject.toml's addopts,
-    so scripts/test.sh's too) are uploaded as artifacts."""
+    so ci/test.sh's too) are uploaded as artifacts."""
     uploads = [
         step
         for step in workflow["jobs"]["test"]["steps"]

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-compose.sh
+ci/install-compose.sh
 
 # Debian's Chromium and its driver, for tests/e2e/test_browser.py (examples/browser.html in a
 # real browser). Installed like Compose: as root when missing; otherwise the test says why

@@ -54,7 +54,7 @@ in_runner() {
     -e PIP_NO_INDEX=1 -e PIP_FIND_LINKS="$root/server/wheels" \
     "$tag" python -m pytest -p no:cacheprovider --basetemp="$basetemp" "$@"
 }
-# One run, as scripts/test.sh (the swarm tests in it). No coverage: the server runs in the
+# One run, as ci/test.sh (the swarm tests in it). No coverage: the server runs in the
 # stacks' containers here, not in pytest's processes.
 status=0
 in_runner -n auto --no-cov "$@" || status=$?

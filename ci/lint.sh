@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every linter of tests/lint/, run directly with the same configuration (the workflow's lint
-# job). Runs them all, then fails if any failed. Needs scripts/setup.sh first (the linters
+# job). Runs them all, then fails if any failed. Needs ci/setup.sh first (the linters
 # come from requirements/dev.txt; hadolint and zizmor ship their binaries on PyPI).
 set -uo pipefail
 cd "$(dirname "$0")/.."
