@@ -10,10 +10,10 @@ from urllib.parse import urlsplit
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from stack.echo_client.reconnecting import ReconnectingClient
 from stack.gateway import StackOptions
 from stack.scenarios.base import Context, Scenario
 from stack.waits import seconds
-from stack.wire.client import ReconnectingClient
 from stack.wire.frames import OP_TEXT, encode
 from stack.wire.raw import RawWebSocket
 

@@ -6,11 +6,11 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+from stack.echo_client.fleet import Fleet
 from stack.gateway import GatewayStack, StackOptions
 from stack.scenarios.base import Context, Scenario
 from stack.scenarios.common import account, codes, spread
 from stack.waits import seconds
-from stack.wire.client import Fleet
 from stack.wire.raw import RawWebSocket
 
 CLIENTS = 10

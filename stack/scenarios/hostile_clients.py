@@ -15,13 +15,14 @@ from websockets.exceptions import InvalidStatus
 
 from stack import helper_containers, images
 from stack.bench import usage
+from stack.echo_client.fleet import Fleet
+from stack.echo_client.ledger import Outcome
 from stack.gateway import NGINX_PORT, SERVER_PORT, GatewayStack, StackOptions
 from stack.scenarios.base import Context, Scenario
 from stack.scenarios.common import account
 from stack.scenarios.resources import SAMPLE_PERIOD, StatsSampler
 from stack.waits import seconds
 from stack.wire import handshake
-from stack.wire.client import Fleet, Outcome
 
 MiB = 2**20
 HEALTHY = 20  # clients echoing through NGINX from the host all along

@@ -8,11 +8,11 @@ from contextlib import suppress
 
 from websockets.asyncio.client import connect
 
+from stack.echo_client.fleet import Fleet
 from stack.gateway import StackOptions
 from stack.scenarios.base import Context, Scenario
 from stack.scenarios.common import account, codes, nginx_master_pid_started, nginx_workers, spread
 from stack.waits import seconds
-from stack.wire.client import Fleet
 
 CLIENTS = 10
 SHUTDOWN_TIMEOUT = 8  # WORKER_SHUTDOWN_TIMEOUT: old workers close their WebSockets after this

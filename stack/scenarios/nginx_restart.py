@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
+from stack.echo_client.fleet import Fleet
 from stack.gateway import StackOptions
 from stack.scenarios.base import Context, Scenario
 from stack.scenarios.common import account, codes, spread
-from stack.wire.client import Fleet
 
 CLIENTS = 50
 SHUTDOWN_TIMEOUT = 3  # WORKER_SHUTDOWN_TIMEOUT: old workers close WebSockets after this

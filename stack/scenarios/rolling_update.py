@@ -17,9 +17,11 @@ from typing import Any
 
 from stack import swarm
 from stack.containers import parse_json_lines
+from stack.echo_client.fleet import Fleet
+from stack.echo_client.ledger import Outcome
+from stack.echo_client.reconnecting import ReconnectingClient, Session
 from stack.scenarios.base import Context, Scenario
 from stack.scenarios.common import account, codes, spread
-from stack.wire.client import Fleet, Outcome, ReconnectingClient, Session
 
 CLIENTS = 100
 REPLICAS = 3

@@ -8,11 +8,11 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from stack import helper_containers
+from stack.echo_client.fleet import Fleet
 from stack.gateway import StackOptions
 from stack.scenarios.base import Context, Scenario
 from stack.scenarios.common import account, codes, nginx_master_pid_started, spread
 from stack.waits import seconds
-from stack.wire.client import Fleet
 
 CLIENTS = 20
 RESOLVER_VALID = 5  # NGINX re-resolves the server's name at least this often (default)
