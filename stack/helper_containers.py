@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from testcontainers.core.network import Network
@@ -103,6 +106,44 @@ def python(
         env=env,
         labels=stack.labels,
         command=["python3", "-u", "-c", code],
+    )
+
+
+# Where :func:`program` copies a program and the modules it imports.
+PROGRAM_DIR = "/tmp/program"
+
+
+def program(
+    stack: GatewayStack,
+    network: Network,
+    path: Path,
+    name: str,
+    env: dict[str, str] | None = None,
+    image: str | None = None,
+    modules: Sequence[ModuleType] = (),
+) -> Helper:
+    """Run the Python program ``path`` in a container on ``network`` (of ``stack``); don't wait.
+
+    The program and the ``modules`` of this repository it imports (their packages'
+    ``__init__.py`` too) are copied into PROGRAM_DIR before it starts, as echo_exchange.py
+    is: files a linter reads, not code in strings. ``image`` as for :func:`python`.
+    """
+    files = {f"{PROGRAM_DIR}/{path.name}": path}
+    for module in modules:
+        parts = module.__name__.split(".")
+        for depth in range(1, len(parts)):
+            package = sys.modules[".".join(parts[:depth])]
+            files[f"{PROGRAM_DIR}/{'/'.join(parts[:depth])}/__init__.py"] = Path(package.__file__)
+        files[f"{PROGRAM_DIR}/{'/'.join(parts)}.py"] = Path(module.__file__)
+    return Helper.start(
+        name,
+        image or images.ensure(images.SERVER),
+        f"{stack.name}-{name}",
+        network,
+        env=env,
+        labels=stack.labels,
+        command=["python3", "-u", f"{PROGRAM_DIR}/{path.name}"],
+        files=files,
     )
 
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 import time
+from pathlib import Path
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
@@ -31,48 +32,7 @@ OPTIONS = StackOptions(
 )
 
 # Runs in a one-off container on the edge network: a client with an address of its own.
-PROBE = r"""
-import asyncio, json, os, time
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
-
-URL, CAP = os.environ["URL"], int(os.environ["CAP"])
-
-def out(**fields):
-    print("PROBE " + json.dumps(fields), flush=True)
-
-async def handshake(request_id):
-    try:
-        ws = await connect(URL, proxy=None, open_timeout=5,
-                           additional_headers={"X-Request-ID": request_id})
-        return ws, 101
-    except InvalidStatus as e:
-        return None, e.response.status_code
-
-async def main():
-    ws, status = await handshake("probe-served")
-    echo = False
-    if ws is not None:
-        await ws.send("from another address")
-        echo = await ws.recv() == "from another address"
-        await ws.close()
-    out(step="served", status=status, echo=echo, t=time.time())
-    held = []
-    for n in range(1, CAP + 2):
-        ws, status = await handshake(f"probe-cap-{n}")
-        out(step="cap", n=n, status=status)
-        if ws is not None:
-            held.append(ws)
-    out(step="holding", held=len(held))
-    deadline = time.time() + 60
-    while not os.path.exists("/tmp/release") and time.time() < deadline:
-        await asyncio.sleep(0.05)
-    for ws in held:
-        await ws.close()
-    out(step="released")
-
-asyncio.run(main())
-"""
+PROBE = Path(__file__).parent / "programs" / "other_address_probe.py"
 
 
 async def _handshake(url: str, request_id: str) -> tuple[ClientConnection | None, int]:
@@ -154,7 +114,7 @@ async def run(ctx: Context) -> None:
 
     knocker = asyncio.get_running_loop().create_task(knock())
     probe = await ctx.blocking(
-        helper_containers.python,
+        helper_containers.program,
         stack,
         stack.edge,
         PROBE,
