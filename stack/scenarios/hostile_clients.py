@@ -18,6 +18,7 @@ from stack.bench import usage
 from stack.echo_client.fleet import Fleet
 from stack.echo_client.ledger import Outcome
 from stack.gateway import NGINX_PORT, SERVER_PORT, GatewayStack, StackOptions
+from stack.prometheus import Samples
 from stack.scenarios.base import Context, Scenario
 from stack.scenarios.common import account
 from stack.scenarios.resources import SAMPLE_PERIOD, StatsSampler
@@ -140,11 +141,10 @@ def _round_trips(fleet: Fleet, start: float, end: float) -> list[tuple[float, fl
     )
 
 
-def _budget(metrics: dict[str, float], started: list[dict[str, Any]]) -> tuple[float | None, str]:
+def _budget(metrics: Samples, started: list[dict[str, Any]]) -> tuple[float | None, str]:
     """The server's memory budget in bytes and where it was read; None if it states none."""
-    for key, value in metrics.items():
-        if "memory_budget" in key:
-            return value, key
+    for name in metrics.names("ws_memory_budget"):
+        return metrics.value(name), name
     for event in started[-1:]:
         for key, value in (event.get("config") or {}).items():
             if "memory_budget" in key and isinstance(value, int | float):
@@ -157,9 +157,9 @@ async def _watch_memory_metrics(ctx: Context, stop: asyncio.Event, peaks: dict) 
     the server's ``ws_memory*`` figures (what it holds for clients, by its own count)."""
     for _ in range(120):
         try:
-            for key, value in (await ctx.metrics()).items():
-                if key.startswith("ws_memory"):
-                    peaks[key] = max(value, peaks.get(key, value))
+            metrics = await ctx.metrics()
+            for key, value in metrics.flat(*metrics.names("ws_memory")).items():
+                peaks[key] = max(value, peaks.get(key, value))
         except (OSError, KeyError, ValueError):
             pass  # a busy or stopped server: the cgroup sampler still watches
         try:
@@ -455,15 +455,11 @@ async def _after_attack(
             + ", ".join(f"{k} x{n}" for k, n in sorted(late.items()))
         )
     metrics = await ctx.metrics()
-    counted = {
-        k: v
-        for k, v in metrics.items()
-        if v
-        and (
-            k.startswith(("ws_errors_total", "ws_connections_rejected_total", "ws_memory"))
-            or k.startswith("ws_closes_total{code=1013")
-        )
-    }
+    shown = metrics.flat(
+        "ws_errors_total", "ws_connections_rejected_total", *metrics.names("ws_memory")
+    )
+    shown["ws_closes_total{code=1013}"] = metrics.value("ws_closes_total", code="1013")
+    counted = {k: v for k, v in shown.items() if v}
     ctx.note("the server counted: " + (", ".join(f"{k}={v:g}" for k, v in counted.items()) or "-"))
 
 

@@ -32,7 +32,7 @@ def _server_identity(ctx: Context) -> tuple[str, str, int]:
 async def run(ctx: Context) -> None:
     stack = ctx.stack
     server_before = await ctx.blocking(_server_identity, ctx)
-    started_before = (await ctx.metrics())["ws_process_start_time_seconds"]
+    started_before = (await ctx.metrics()).value("ws_process_start_time_seconds")
 
     ctx.step(f"starting {CLIENTS} reconnecting clients through NGINX ({stack.url})")
     # Clients read the URL at each (re)connect: a restarted NGINX gets a new host port.
@@ -107,7 +107,7 @@ async def run(ctx: Context) -> None:
             + ", ".join(sorted({f"{e.get('code')}/{e.get('closed_by')}" for e in closed})),
         )
         server_after = await ctx.blocking(_server_identity, ctx)
-        started_after = (await ctx.metrics())["ws_process_start_time_seconds"]
+        started_after = (await ctx.metrics()).value("ws_process_start_time_seconds")
         ctx.check(
             "the server was never restarted (same container, start time, process)",
             server_after == server_before and started_after == started_before,
