@@ -3,7 +3,7 @@
 A scenario is an ``async def run(ctx)`` that drives real containers and real clients and
 records what it does and sees in ``ctx.report``. The pytest test and the CLI run the same
 definition; only the stacks come from different places (the ``make_stack`` fixture, or
-:func:`stack.scenarios.cli.main`).
+:func:`stack.scenarios.command.main`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from stack import prometheus
 from stack.gateway import GatewayStack, StackOptions
-from stack.scenarios.report import Report
+from stack.scenarios.logbook import Report
 from stack.waits import ConditionTimeout, holds, seconds, until_async
 
 T = TypeVar("T")
