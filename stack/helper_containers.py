@@ -98,15 +98,7 @@ def python(
     ``image``: the server image's tag when the caller has it (``images.ensure`` hashes the
     build context, about 1.5 s; starting several helpers, resolve it once).
     """
-    return Helper.start(
-        name,
-        image or images.ensure(images.SERVER),
-        f"{stack.name}-{name}",
-        network,
-        env=env,
-        labels=stack.labels,
-        command=["python3", "-u", "-c", code],
-    )
+    return _start(stack, network, name, image, env=env, command=["python3", "-u", "-c", code])
 
 
 # Where :func:`program` copies a program and the modules it imports.
@@ -135,16 +127,17 @@ def program(
             package = sys.modules[".".join(parts[:depth])]
             files[f"{PROGRAM_DIR}/{'/'.join(parts[:depth])}/__init__.py"] = Path(package.__file__)
         files[f"{PROGRAM_DIR}/{'/'.join(parts)}.py"] = Path(module.__file__)
-    return Helper.start(
-        name,
-        image or images.ensure(images.SERVER),
-        f"{stack.name}-{name}",
-        network,
-        env=env,
-        labels=stack.labels,
-        command=["python3", "-u", f"{PROGRAM_DIR}/{path.name}"],
-        files=files,
-    )
+    command = ["python3", "-u", f"{PROGRAM_DIR}/{path.name}"]
+    return _start(stack, network, name, image, env=env, command=command, files=files)
+
+
+def _start(
+    stack: GatewayStack, network: Network, name: str, image: str | None, **options: Any
+) -> Helper:
+    """A helper of ``stack`` named ``name``; ``options`` as for :meth:`Service.start`."""
+    image = image or images.ensure(images.SERVER)
+    full_name = f"{stack.name}-{name}"
+    return Helper.start(name, image, full_name, network, labels=stack.labels, **options)
 
 
 def backend_peer(stack: GatewayStack, name: str = "peer") -> Peer:
