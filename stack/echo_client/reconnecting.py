@@ -48,8 +48,8 @@ from tenacity import (
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from stack import waits
 from stack.echo_client.ledger import Ledger
-from stack.waits import ConditionTimeout, seconds, until_async
 
 # What a failed connection attempt may raise: refused, reset, timed out, a non-101 answer.
 RETRYABLE = (OSError, TimeoutError, EOFError, InvalidHandshake)
@@ -164,7 +164,8 @@ class ReconnectingClient:
             return
         if self._connecting:  # between connections: nothing in flight, stop at once
             self._task.cancel()
-        await asyncio.wait([self._task], timeout=seconds(drain_timeout) + self.close_timeout + 5)
+        bound = waits.seconds(drain_timeout) + self.close_timeout + 5
+        await asyncio.wait([self._task], timeout=bound)
         if not self._task.done():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -198,7 +199,7 @@ class ReconnectingClient:
     ) -> None:
         """Wait until ``predicate(self)`` holds, ``within`` units; else ConditionTimeout
         naming ``what``. An exception from ``predicate`` propagates at once."""
-        await until_async(
+        await waits.until_async(
             lambda: predicate(self), f"{self.name}: {what}", within, errors=(), interval=0.02
         )
 
@@ -279,7 +280,7 @@ class ReconnectingClient:
             await asyncio.wait({reader, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if not reader.done():  # stopping: let in-flight echoes come back, then close
                 await writer
-                with suppress(ConditionTimeout):
+                with suppress(waits.ConditionTimeout):
                     await self.wait_until(
                         lambda c: c.ledger.pending == 0 or reader.done(),
                         "in-flight echoes",
