@@ -119,7 +119,7 @@ def parser() -> argparse.ArgumentParser:
         "compose-env", help="exports for an offline `docker compose build`"
     ).set_defaults(run=_compose_env)
     # Failure scenarios (issue #4): `python -m stack scenario --list | NAME | all`.
-    from stack.scenarios.cli import register as register_scenario
+    from stack.scenarios.command import register as register_scenario
 
     register_scenario(sub)
     # Load and performance (issue #5): `python -m stack bench --help`.

@@ -12,6 +12,7 @@ import base64
 import json
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 import docker.errors
@@ -81,6 +82,7 @@ class Service:
         volumes: dict[str, str] | None = None,
         tmpfs: dict[str, str] | None = None,
         command: Sequence[str] | None = None,
+        files: Mapping[str, Path] | None = None,
         **kwargs: Any,
     ) -> Service:
         """Create and start ``image`` as ``name`` on ``network`` under ``aliases``
@@ -91,7 +93,10 @@ class Service:
         ports on :func:`stack.docker_host.publish_address` (None: one Docker picks, and
         picks again on each restart).
         ``volumes`` ({host path: container path}) are read-only. ``tmpfs`` maps a path to
-        Docker's option string (e.g. "size=16m,mode=1777"). ``kwargs`` are docker-py
+        Docker's option string (e.g. "size=16m,mode=1777"). ``files`` ({path in the
+        container: host file}) are copied in between create and start, through the Docker
+        API (testcontainers' ``with_copy_into_container``), so they work wherever the daemon
+        is; not into a read-only root filesystem. ``kwargs`` are docker-py
         ``containers.create`` keywords (limits, security options:
         ``compose_file.runtime_kwargs``).
         """
@@ -116,6 +121,8 @@ class Service:
             container.with_tmpfs_mount(path, options)
         for host_path, container_path in (volumes or {}).items():
             container.with_volume_mapping(host_path, container_path, mode="ro")
+        for container_path, host_file in (files or {}).items():
+            container.with_copy_into_container(host_file, container_path)
         container.start()
         service = cls(role, container)
         try:

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from testcontainers.core.network import Network
@@ -95,15 +98,46 @@ def python(
     ``image``: the server image's tag when the caller has it (``images.ensure`` hashes the
     build context, about 1.5 s; starting several helpers, resolve it once).
     """
-    return Helper.start(
-        name,
-        image or images.ensure(images.SERVER),
-        f"{stack.name}-{name}",
-        network,
-        env=env,
-        labels=stack.labels,
-        command=["python3", "-u", "-c", code],
-    )
+    return _start(stack, network, name, image, env=env, command=["python3", "-u", "-c", code])
+
+
+# Where :func:`program` copies a program and the modules it imports.
+PROGRAM_DIR = "/tmp/program"
+
+
+def program(
+    stack: GatewayStack,
+    network: Network,
+    path: Path,
+    name: str,
+    env: dict[str, str] | None = None,
+    image: str | None = None,
+    modules: Sequence[ModuleType] = (),
+) -> Helper:
+    """Run the Python program ``path`` in a container on ``network`` (of ``stack``); don't wait.
+
+    The program and the ``modules`` of this repository it imports (their packages'
+    ``__init__.py`` too) are copied into PROGRAM_DIR before it starts, as echo_exchange.py
+    is: files a linter reads, not code in strings. ``image`` as for :func:`python`.
+    """
+    files = {f"{PROGRAM_DIR}/{path.name}": path}
+    for module in modules:
+        parts = module.__name__.split(".")
+        for depth in range(1, len(parts)):
+            package = sys.modules[".".join(parts[:depth])]
+            files[f"{PROGRAM_DIR}/{'/'.join(parts[:depth])}/__init__.py"] = Path(package.__file__)
+        files[f"{PROGRAM_DIR}/{'/'.join(parts)}.py"] = Path(module.__file__)
+    command = ["python3", "-u", f"{PROGRAM_DIR}/{path.name}"]
+    return _start(stack, network, name, image, env=env, command=command, files=files)
+
+
+def _start(
+    stack: GatewayStack, network: Network, name: str, image: str | None, **options: Any
+) -> Helper:
+    """A helper of ``stack`` named ``name``; ``options`` as for :meth:`Service.start`."""
+    image = image or images.ensure(images.SERVER)
+    full_name = f"{stack.name}-{name}"
+    return Helper.start(name, image, full_name, network, labels=stack.labels, **options)
 
 
 def backend_peer(stack: GatewayStack, name: str = "peer") -> Peer:

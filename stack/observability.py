@@ -105,7 +105,7 @@ async def ramp(url: str, steps: int = 8, per_step: int = 5, every: float = 5.0) 
 
     The pauses set the shape of the load, they wait for nothing.
     """
-    from stack.wire.client import Fleet
+    from stack.echo_client.fleet import Fleet
 
     fleets = []
     for step in range(steps):

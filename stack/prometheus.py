@@ -39,10 +39,17 @@ class Samples:
             if n == name:
                 yield dict(labels), v
 
-    def flat(self) -> dict[str, float]:
-        """``{"name" or "name{k=v,...}" (labels sorted): value}``: the form reports print."""
+    def names(self, prefix: str = "") -> list[str]:
+        """The sample names that start with ``prefix``, each once, in exposition order."""
+        return list(dict.fromkeys(n for n, _ in self.values if n.startswith(prefix)))
+
+    def flat(self, *names: str) -> dict[str, float]:
+        """``{"name" or "name{k=v,...}" (labels sorted): value}`` of the samples ``names``
+        (all when none are named): the form reports print."""
         out = {}
         for (name, labels), v in self.values.items():
+            if names and name not in names:
+                continue
             pairs = ",".join(f"{k}={val}" for k, val in sorted(labels))
             out[name + (f"{{{pairs}}}" if pairs else "")] = v
         return out

@@ -10,6 +10,7 @@ keepalive pings every 20 s); no logging handler, no metrics.
 from __future__ import annotations
 
 from contextlib import suppress
+from pathlib import Path
 
 import docker.errors
 
@@ -20,25 +21,10 @@ from stack.gateway import GatewayStack
 
 PORT = 3000
 
-# BASELINE_LOOP=asyncio (the default loop) or uvloop.
-SOURCE = """\
-import asyncio, os
-from websockets.asyncio.server import serve
-
-async def echo(ws):
-    async for message in ws:
-        await ws.send(message)
-
-async def main():
-    async with serve(echo, "0.0.0.0", 3000) as server:
-        await server.serve_forever()
-
-if os.environ.get("BASELINE_LOOP") == "uvloop":
-    import uvloop
-    uvloop.run(main())
-else:
-    asyncio.run(main())
-"""
+# The program itself. Handed over as ``python3 -c`` text, not copied in as a file: the
+# container's root filesystem is read-only (the server's compose settings), and Docker
+# copies no file into one.
+PROGRAM = Path(__file__).with_name("baseline_echo.py")
 
 
 def start(stack: GatewayStack, loop: str = "asyncio") -> Service:
@@ -56,6 +42,6 @@ def start(stack: GatewayStack, loop: str = "asyncio") -> Service:
         stack.backend,
         env={"BASELINE_LOOP": loop, "PYTHONUNBUFFERED": "1"},
         labels=stack.labels,
-        command=["python3", "-c", SOURCE],
+        command=["python3", "-c", PROGRAM.read_text()],
         **compose_file.runtime_kwargs("server"),
     )

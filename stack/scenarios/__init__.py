@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib import import_module
 
 from stack.scenarios.base import Context, Scenario, execute, run
-from stack.scenarios.report import Report
+from stack.scenarios.logbook import Report
 
 _MODULES = (
     "nginx_restart",

@@ -10,10 +10,10 @@ from urllib.parse import urlsplit
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from stack.echo_client.reconnecting import ReconnectingClient
 from stack.gateway import StackOptions
 from stack.scenarios.base import Context, Scenario
 from stack.waits import seconds
-from stack.wire.client import ReconnectingClient
 from stack.wire.frames import OP_TEXT, encode
 from stack.wire.raw import RawWebSocket
 
@@ -84,60 +84,22 @@ async def _slowloris(host: str, port: int) -> tuple[float, bytes, str]:
     return time.monotonic() - started, got, how
 
 
+# The close code each bad WebSocket must get, by name.
+EXPECTED = {**{name: code for name, (_, _, code) in FRAMES.items()}, "too-big": 1009}
+
+
 async def run(ctx: Context) -> None:
     stack = ctx.stack
-    nginx = urlsplit(stack.url)
     tag = uuid.uuid4().hex[:6]
-    ids = {name: f"bad-{name}-{tag}" for name in [*FRAMES, "too-big"]}
+    ids = {name: f"bad-{name}-{tag}" for name in EXPECTED}
     healthy = ReconnectingClient(stack.url, name="healthy", interval=0.02, window=4)
     try:
         ctx.step("starting a healthy client that echoes all along")
         healthy.start()
         await ctx.expect(lambda: healthy.ledger.echoed >= 10, "the healthy client echoes", 10)
         echoed_before = healthy.ledger.echoed
-        accepted_before = (await ctx.metrics())["ws_connections_total"]
-
-        ctx.step("sending bad input on separate connections, all at once, through NGINX")
-        for name, (what, _, code) in FRAMES.items():
-            ctx.note(f"{name}: {what} (expect close {code})")
-        ctx.note(f"too-big: a message of {MAX_MESSAGE + 1} bytes (expect close 1009)")
-        ctx.note(
-            f"slowloris: a request header never finished (expect NGINX to hang up"
-            f" after CLIENT_HEADER_TIMEOUT={HEADER_TIMEOUT}s)"
-        )
-        results = await asyncio.gather(
-            *(
-                _bad_frame(nginx.hostname, nginx.port, ids[name], data)
-                for name, (_, data, _) in FRAMES.items()
-            ),
-            _too_big(stack.url, ids["too-big"]),
-            _slowloris(nginx.hostname, nginx.port),
-            return_exceptions=True,
-        )
-        expected = {**{name: code for name, (_, _, code) in FRAMES.items()}, "too-big": 1009}
-        for (name, code), result in zip(expected.items(), results, strict=False):
-            if isinstance(result, BaseException):
-                ctx.check(f"{name}: closed with {code}", False, repr(result))
-                continue
-            got, reason, eof = result
-            ctx.check(
-                f"{name}: the server closed it with {code}, then the TCP connection",
-                got == code and eof,
-                f"close {got} {reason!r}, TCP closed: {eof}",
-            )
-        slow = results[-1]
-        if isinstance(slow, BaseException):
-            ctx.check("slowloris: NGINX hung up", False, repr(slow))
-        else:
-            took, got, how = slow
-            ctx.figure("slowloris connection dropped by NGINX after", took, "s")
-            ctx.check(
-                f"slowloris: NGINX dropped the unfinished handshake after its header timeout"
-                f" ({HEADER_TIMEOUT} s), without answering",
-                how != "still open" and HEADER_TIMEOUT - 0.5 <= took <= HEADER_TIMEOUT + seconds(3),
-                f"{how} after {took:.2f} s, {len(got)} bytes received",
-            )
-
+        accepted_before = (await ctx.metrics()).value("ws_connections_total")
+        await _send_bad_input(ctx, ids)
         ctx.check(
             "the healthy client kept echoing without an error meanwhile",
             healthy.connected
@@ -148,39 +110,7 @@ async def run(ctx: Context) -> None:
             f"{healthy.ledger.echoed - echoed_before} echoes during the bad input,"
             f" {len(healthy.sessions)} connection(s)",
         )
-        closed = await ctx.server_events(event="connection_closed")
-        for name, code in expected.items():
-            mine = [e for e in closed if e.get("request_id") == ids[name]]
-            ctx.check(
-                f"the server logged {name} once, with code {code}",
-                len(mine) == 1 and mine[0].get("code") == code,
-                "; ".join(
-                    f"{e.get('level')} code={e.get('code')} error={e.get('error')!r}" for e in mine
-                )
-                or "no log line",
-            )
-        metrics = await ctx.metrics()
-        accepted = metrics["ws_connections_total"] - accepted_before
-        ctx.check(
-            "the unfinished handshake never reached the server (it accepted only the 4"
-            " bad WebSockets)",
-            accepted == len(expected),
-            f"{accepted:g} accepted",
-        )
-        events = await ctx.server_events()
-        ctx.check(
-            "no ERROR line in the server's log",
-            not [e for e in events if e.get("level") == "ERROR"],
-        )
-        errors = metrics.items()
-        ctx.note(
-            "server error counters: "
-            + ", ".join(
-                f"{k.split('{')[1].rstrip('}')}={v:g}"
-                for k, v in errors
-                if k.startswith("ws_errors_total{")
-            )
-        )
+        await _check_server_saw(ctx, ids, accepted_before)
     finally:
         ctx.step("stopping the healthy client")
         await healthy.stop()
@@ -188,6 +118,81 @@ async def run(ctx: Context) -> None:
         "the healthy client's messages all came back intact",
         healthy.ledger.summary()["echoed"] == healthy.ledger.sent,
         str(healthy.ledger.summary()),
+    )
+
+
+async def _send_bad_input(ctx: Context, ids: dict[str, str]) -> None:
+    """Every bad input at once, each on its connection through NGINX; how each ended."""
+    nginx = urlsplit(ctx.stack.url)
+    ctx.step("sending bad input on separate connections, all at once, through NGINX")
+    for name, (what, _, code) in FRAMES.items():
+        ctx.note(f"{name}: {what} (expect close {code})")
+    ctx.note(f"too-big: a message of {MAX_MESSAGE + 1} bytes (expect close 1009)")
+    ctx.note(
+        f"slowloris: a request header never finished (expect NGINX to hang up"
+        f" after CLIENT_HEADER_TIMEOUT={HEADER_TIMEOUT}s)"
+    )
+    results = await asyncio.gather(
+        *(
+            _bad_frame(nginx.hostname, nginx.port, ids[name], data)
+            for name, (_, data, _) in FRAMES.items()
+        ),
+        _too_big(ctx.stack.url, ids["too-big"]),
+        _slowloris(nginx.hostname, nginx.port),
+        return_exceptions=True,
+    )
+    for (name, code), result in zip(EXPECTED.items(), results, strict=False):
+        if isinstance(result, BaseException):
+            ctx.check(f"{name}: closed with {code}", False, repr(result))
+            continue
+        got, reason, eof = result
+        ctx.check(
+            f"{name}: the server closed it with {code}, then the TCP connection",
+            got == code and eof,
+            f"close {got} {reason!r}, TCP closed: {eof}",
+        )
+    slow = results[-1]
+    if isinstance(slow, BaseException):
+        ctx.check("slowloris: NGINX hung up", False, repr(slow))
+        return
+    took, got, how = slow
+    ctx.figure("slowloris connection dropped by NGINX after", took, "s")
+    ctx.check(
+        f"slowloris: NGINX dropped the unfinished handshake after its header timeout"
+        f" ({HEADER_TIMEOUT} s), without answering",
+        how != "still open" and HEADER_TIMEOUT - 0.5 <= took <= HEADER_TIMEOUT + seconds(3),
+        f"{how} after {took:.2f} s, {len(got)} bytes received",
+    )
+
+
+async def _check_server_saw(ctx: Context, ids: dict[str, str], accepted_before: float) -> None:
+    """The server logged each bad connection once, accepted no more, logged no ERROR."""
+    closed = await ctx.server_events(event="connection_closed")
+    for name, code in EXPECTED.items():
+        mine = [e for e in closed if e.get("request_id") == ids[name]]
+        ctx.check(
+            f"the server logged {name} once, with code {code}",
+            len(mine) == 1 and mine[0].get("code") == code,
+            "; ".join(
+                f"{e.get('level')} code={e.get('code')} error={e.get('error')!r}" for e in mine
+            )
+            or "no log line",
+        )
+    metrics = await ctx.metrics()
+    accepted = metrics.value("ws_connections_total") - accepted_before
+    ctx.check(
+        "the unfinished handshake never reached the server (it accepted only the 4 bad WebSockets)",
+        accepted == len(EXPECTED),
+        f"{accepted:g} accepted",
+    )
+    events = await ctx.server_events()
+    ctx.check(
+        "no ERROR line in the server's log",
+        not [e for e in events if e.get("level") == "ERROR"],
+    )
+    ctx.note(
+        "server error counters: "
+        + ", ".join(f"{labels['kind']}={v:g}" for labels, v in metrics.labelled("ws_errors_total"))
     )
 
 

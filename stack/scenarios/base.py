@@ -3,7 +3,7 @@
 A scenario is an ``async def run(ctx)`` that drives real containers and real clients and
 records what it does and sees in ``ctx.report``. The pytest test and the CLI run the same
 definition; only the stacks come from different places (the ``make_stack`` fixture, or
-:func:`stack.scenarios.cli.main`).
+:func:`stack.scenarios.command.main`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from stack import prometheus
 from stack.gateway import GatewayStack, StackOptions
-from stack.scenarios.report import Report
+from stack.scenarios.logbook import Report
 from stack.waits import ConditionTimeout, holds, seconds, until_async
 
 T = TypeVar("T")
@@ -115,18 +115,18 @@ class Context:
     # ---- observing the server -----------------------------------------------------------------
     async def metrics(
         self, stack: GatewayStack | None = None, inside: bool = False
-    ) -> dict[str, float]:
-        """The server's /metrics as {"name{labels}": value}.
+    ) -> prometheus.Samples:
+        """The server's /metrics, parsed.
 
         Asked from inside the server container (``inside`` is accepted and changes
         nothing), which works even when the server is cut off the network.
         """
         text = await self.blocking(_metrics_text, stack or self.stack, inside)
-        return parse_metrics(text)
+        return prometheus.parse(text)
 
     async def gauge(self, stack: GatewayStack | None = None, inside: bool = False) -> float:
         """The server's active-connection gauge (``ws_connections_active``)."""
-        return (await self.metrics(stack, inside))["ws_connections_active"]
+        return (await self.metrics(stack, inside)).value("ws_connections_active")
 
     async def gauge_is(self, value: int, inside: bool = False) -> bool:
         """Whether the server's active-connection gauge reads ``value`` now."""
@@ -146,11 +146,6 @@ def _metrics_text(stack: GatewayStack, inside: bool = False) -> str:
     if status != 200:
         raise OSError(f"/metrics answered {status}")
     return body.decode()
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text format -> {"name" or "name{k=v,...}" (labels sorted): value}."""
-    return prometheus.parse(text).flat()
 
 
 async def execute(scenario: Scenario, stacks: dict[str, GatewayStack], report: Report) -> Report:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
+from stack.echo_client.fleet import Fleet
+from stack.echo_client.reconnecting import Session
 from stack.gateway import GatewayStack
 from stack.scenarios.base import Context
-from stack.wire.client import Fleet, Session
 
 
 def account(ctx: Context, fleet: Fleet, *, failures_expected: bool = True) -> bool:

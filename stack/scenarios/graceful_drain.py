@@ -6,11 +6,11 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+from stack.echo_client.fleet import Fleet
 from stack.gateway import GatewayStack, StackOptions
 from stack.scenarios.base import Context, Scenario
 from stack.scenarios.common import account, codes, spread
 from stack.waits import seconds
-from stack.wire.client import Fleet
 from stack.wire.raw import RawWebSocket
 
 CLIENTS = 10
@@ -73,77 +73,10 @@ async def run(ctx: Context) -> None:
             "readiness answers 200 before the stop",
             5,
         )
-
-        ctx.step(f"docker stop on the server (SIGTERM; WS_SHUTDOWN_TIMEOUT={SHUTDOWN_TIMEOUT}s)")
-        stop_at = time.time()
-        stopping = ctx.background(stack.server.stop, 15)
-        await ctx.expect(
-            lambda: all(not c.sessions[0].open for c in fleet.clients),
-            "every client's connection was closed",
-            SHUTDOWN_TIMEOUT + 2,
-        )
-        first = [c.sessions[0] for c in fleet.clients]
-        ctx.check(
-            "every client got 1001 (going away) from the server",
-            all(s.code == 1001 and s.closed_by == "server" for s in first),
-            codes(first),
-        )
-        ctx.figure("stop to 1001 at the clients", spread([s.closed_at - stop_at for s in first]))
-        code, reason = await silent.read_close(within=SHUTDOWN_TIMEOUT)
-        ctx.check("the silent client got 1001 too", code == 1001, f"{code} {reason!r}")
-
-        exit_code = await stopping
-        stopped_in = time.time() - stop_at
-        ctx.figure("docker stop took", stopped_in, "s")
-        ctx.check(
-            f"the container exited 0 within its shutdown timeout ({SHUTDOWN_TIMEOUT} s + 1.5 s"
-            " for Docker)",
-            exit_code == 0 and stopped_in <= SHUTDOWN_TIMEOUT + seconds(1.5),
-            f"exit {exit_code} after {stopped_in:.2f} s",
-        )
-        ctx.check(
-            "the silent client was dropped, not waited for forever",
-            await silent.wait_eof(2),
-            "TCP closed",
-        )
+        stop_at = await _stop_server(ctx, fleet, silent)
         watch.stop()
-
-        first_503 = watch.first("503", after=stop_at)
-        last_200 = max((t for t, a in watch.samples if a == "200"), default=None)
-        seen = []
-        for _, answer in watch.samples:
-            if not seen or seen[-1] != answer:
-                seen.append(answer)
-        ctx.note(f"readiness answers over time: {' -> '.join(seen)}")
-        ctx.check(
-            "readiness turned 503 while the server drained",
-            first_503 is not None and (last_200 is None or last_200 < first_503),
-            f"first 503 {first_503 - stop_at:.2f} s after the stop" if first_503 else "no 503",
-        )
-        events = await ctx.server_events()
-        names = [e.get("event") for e in events]
-        draining = names.index("server_draining") if "server_draining" in names else None
-        first_1001 = next(
-            (
-                i
-                for i, e in enumerate(events)
-                if e.get("event") == "connection_closed" and e.get("code") == 1001
-            ),
-            None,
-        )
-        ctx.check(
-            "the server was not ready before it closed the first connection (log order:"
-            " server_draining, then connection_closed 1001)",
-            draining is not None and first_1001 is not None and draining < first_1001,
-            f"log lines {draining} and {first_1001}",
-        )
-        stopped = next((e for e in events if e.get("event") == "server_stopped"), {})
-        ctx.figure(
-            "server's own drain time (server_stopped.duration_s)", stopped.get("duration_s"), "s"
-        )
-        ctx.note(f"connections the server had to abort at the end: {stopped.get('aborted')}")
-        statuses = sorted({str(f.status) for f in fleet.handshake_failures() if f.at >= stop_at})
-        ctx.note(f"clients' reconnect attempts meanwhile were answered: {', '.join(statuses)}")
+        _check_readiness(ctx, watch, stop_at)
+        await _check_drain_log(ctx, fleet, stop_at)
     finally:
         watch.stop()
         ctx.step("stopping the clients")
@@ -151,6 +84,88 @@ async def run(ctx: Context) -> None:
         if silent is not None:
             await silent.close()
     account(ctx, fleet)
+
+
+async def _stop_server(ctx: Context, fleet: Fleet, silent: RawWebSocket) -> float:
+    """docker stop on the server: every client gets 1001, the silent one is dropped, the
+    container exits 0 in time. When the stop began (epoch s)."""
+    ctx.step(f"docker stop on the server (SIGTERM; WS_SHUTDOWN_TIMEOUT={SHUTDOWN_TIMEOUT}s)")
+    stop_at = time.time()
+    stopping = ctx.background(ctx.stack.server.stop, 15)
+    await ctx.expect(
+        lambda: all(not c.sessions[0].open for c in fleet.clients),
+        "every client's connection was closed",
+        SHUTDOWN_TIMEOUT + 2,
+    )
+    first = [c.sessions[0] for c in fleet.clients]
+    ctx.check(
+        "every client got 1001 (going away) from the server",
+        all(s.code == 1001 and s.closed_by == "server" for s in first),
+        codes(first),
+    )
+    ctx.figure("stop to 1001 at the clients", spread([s.closed_at - stop_at for s in first]))
+    code, reason = await silent.read_close(within=SHUTDOWN_TIMEOUT)
+    ctx.check("the silent client got 1001 too", code == 1001, f"{code} {reason!r}")
+
+    exit_code = await stopping
+    stopped_in = time.time() - stop_at
+    ctx.figure("docker stop took", stopped_in, "s")
+    ctx.check(
+        f"the container exited 0 within its shutdown timeout ({SHUTDOWN_TIMEOUT} s + 1.5 s"
+        " for Docker)",
+        exit_code == 0 and stopped_in <= SHUTDOWN_TIMEOUT + seconds(1.5),
+        f"exit {exit_code} after {stopped_in:.2f} s",
+    )
+    ctx.check(
+        "the silent client was dropped, not waited for forever",
+        await silent.wait_eof(2),
+        "TCP closed",
+    )
+    return stop_at
+
+
+def _check_readiness(ctx: Context, watch: ReadinessWatch, stop_at: float) -> None:
+    """/readyz turned 503 after the stop and never answered 200 again."""
+    first_503 = watch.first("503", after=stop_at)
+    last_200 = max((t for t, a in watch.samples if a == "200"), default=None)
+    seen = []
+    for _, answer in watch.samples:
+        if not seen or seen[-1] != answer:
+            seen.append(answer)
+    ctx.note(f"readiness answers over time: {' -> '.join(seen)}")
+    ctx.check(
+        "readiness turned 503 while the server drained",
+        first_503 is not None and (last_200 is None or last_200 < first_503),
+        f"first 503 {first_503 - stop_at:.2f} s after the stop" if first_503 else "no 503",
+    )
+
+
+async def _check_drain_log(ctx: Context, fleet: Fleet, stop_at: float) -> None:
+    """The server's log: not ready before the first 1001; its drain time; what it aborted."""
+    events = await ctx.server_events()
+    names = [e.get("event") for e in events]
+    draining = names.index("server_draining") if "server_draining" in names else None
+    first_1001 = next(
+        (
+            i
+            for i, e in enumerate(events)
+            if e.get("event") == "connection_closed" and e.get("code") == 1001
+        ),
+        None,
+    )
+    ctx.check(
+        "the server was not ready before it closed the first connection (log order:"
+        " server_draining, then connection_closed 1001)",
+        draining is not None and first_1001 is not None and draining < first_1001,
+        f"log lines {draining} and {first_1001}",
+    )
+    stopped = next((e for e in events if e.get("event") == "server_stopped"), {})
+    ctx.figure(
+        "server's own drain time (server_stopped.duration_s)", stopped.get("duration_s"), "s"
+    )
+    ctx.note(f"connections the server had to abort at the end: {stopped.get('aborted')}")
+    statuses = sorted({str(f.status) for f in fleet.handshake_failures() if f.at >= stop_at})
+    ctx.note(f"clients' reconnect attempts meanwhile were answered: {', '.join(statuses)}")
 
 
 SCENARIO = Scenario(

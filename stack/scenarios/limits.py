@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 import time
+from pathlib import Path
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
@@ -31,48 +32,7 @@ OPTIONS = StackOptions(
 )
 
 # Runs in a one-off container on the edge network: a client with an address of its own.
-PROBE = r"""
-import asyncio, json, os, time
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
-
-URL, CAP = os.environ["URL"], int(os.environ["CAP"])
-
-def out(**fields):
-    print("PROBE " + json.dumps(fields), flush=True)
-
-async def handshake(request_id):
-    try:
-        ws = await connect(URL, proxy=None, open_timeout=5,
-                           additional_headers={"X-Request-ID": request_id})
-        return ws, 101
-    except InvalidStatus as e:
-        return None, e.response.status_code
-
-async def main():
-    ws, status = await handshake("probe-served")
-    echo = False
-    if ws is not None:
-        await ws.send("from another address")
-        echo = await ws.recv() == "from another address"
-        await ws.close()
-    out(step="served", status=status, echo=echo, t=time.time())
-    held = []
-    for n in range(1, CAP + 2):
-        ws, status = await handshake(f"probe-cap-{n}")
-        out(step="cap", n=n, status=status)
-        if ws is not None:
-            held.append(ws)
-    out(step="holding", held=len(held))
-    deadline = time.time() + 60
-    while not os.path.exists("/tmp/release") and time.time() < deadline:
-        await asyncio.sleep(0.05)
-    for ws in held:
-        await ws.close()
-    out(step="released")
-
-asyncio.run(main())
-"""
+PROBE = Path(__file__).parent / "programs" / "other_address_probe.py"
 
 
 async def _handshake(url: str, request_id: str) -> tuple[ClientConnection | None, int]:
@@ -103,10 +63,14 @@ def _access_log(logs: str) -> dict[str, dict]:
 
 
 async def run(ctx: Context) -> None:
-    stack = ctx.stack
-    url = stack.url
+    await _rate_limit(ctx)
+    code = await _another_address(ctx)
+    ctx.check("the probe ended cleanly", code == 0, f"exit {code}")
+    await _who_is_who(ctx)
 
-    # ---- 1. the rate limit, from the host's address -----------------------------------------
+
+async def _rate_limit(ctx: Context) -> None:
+    """1. The rate limit, from the host's address."""
     ctx.step(
         f"handshakes from the host, one after the other, until NGINX refuses one"
         f" (WS_RATE_LIMIT={RATE_PER_MINUTE}r/m, WS_RATE_BURST={BURST}, nodelay)"
@@ -114,7 +78,7 @@ async def run(ctx: Context) -> None:
     admitted, first_refusal = 0, None
     started = time.monotonic()
     for n in range(1, 5 * BURST):
-        ws, status = await _handshake(url, f"host-rate-{n}")
+        ws, status = await _handshake(ctx.stack.url, f"host-rate-{n}")
         if ws is not None:
             admitted += 1
             await ws.close()
@@ -133,28 +97,33 @@ async def run(ctx: Context) -> None:
         f"{admitted} admitted, then {first_refusal}",
     )
 
-    # ---- 2. another address is served meanwhile; the per-IP connection cap ------------------
+
+async def _knock(url: str, tries: list[tuple[float, int]], enough: asyncio.Event) -> None:
+    """Handshakes from the host until ``enough``, each (time, status) into ``tries``."""
+    # Bounded on its own too: at most 600 knocks (a minute at the pacing below).
+    for n in range(1, 601):
+        if enough.is_set():
+            break
+        ws, status = await _handshake(url, f"host-knock-{n}")
+        tries.append((time.time(), status))
+        if ws is not None:
+            await ws.close()
+        await asyncio.sleep(0.1)  # pacing of the knocking loop
+
+
+async def _another_address(ctx: Context) -> int | None:
+    """2. and 3.: a client with its own address is served while the host is refused; the
+    per-IP cap; the server's own cap. The probe's exit code (None: it did not exit)."""
+    stack = ctx.stack
     ctx.step(
         "a client in a container on the edge network (its own address) connects while"
         " the host keeps knocking"
     )
     host_tries: list[tuple[float, int]] = []
-    knocking = True
-
-    async def knock() -> None:
-        # Bounded on its own too: at most 600 knocks (a minute at the pacing below).
-        for n in range(1, 601):
-            if not knocking:
-                break
-            ws, status = await _handshake(url, f"host-knock-{n}")
-            host_tries.append((time.time(), status))
-            if ws is not None:
-                await ws.close()
-            await asyncio.sleep(0.1)  # pacing of the knocking loop
-
-    knocker = asyncio.get_running_loop().create_task(knock())
+    enough = asyncio.Event()
+    knocker = asyncio.get_running_loop().create_task(_knock(stack.url, host_tries, enough))
     probe = await ctx.blocking(
-        helper_containers.python,
+        helper_containers.program,
         stack,
         stack.edge,
         PROBE,
@@ -167,69 +136,81 @@ async def run(ctx: Context) -> None:
             f"the probe connected, then opened {CONN_CAP} + 1 connections",
             30,
         )
-        knocking = False
+        enough.set()
         await knocker
-        results = await ctx.blocking(probe.results)
-        served = next(r for r in results if r["step"] == "served")
-        probe_ip = probe.ip(stack.edge)
-        window = [s for t, s in host_tries if t <= served["t"]]
-        ctx.check(
-            "a client from another address on the same network is served (101 and echo)"
-            " while the host's handshakes are refused with 429",
-            served["status"] == 101 and served["echo"] and 429 in window,
-            f"probe {probe_ip}: {served['status']}; host meanwhile: {window.count(429)} x 429,"
-            f" {window.count(101)} x 101 (the rate lets one through every"
-            f" {60 / RATE_PER_MINUTE:.1f} s)",
-        )
-        caps = [r for r in results if r["step"] == "cap"]
-        ctx.figure("probe's connections 1..N+1", " ".join(str(r["status"]) for r in caps))
-        ctx.check(
-            f"the per-IP connection cap: {CONN_CAP} open WebSockets admitted, the next one"
-            " gets 429",
-            [r["status"] for r in caps] == [101] * CONN_CAP + [429],
-        )
-
-        # ---- 3. the server's own cap: WS_MAX_CONNECTIONS, whatever the address ----------------
-        ctx.step(
-            f"the server holds {CONN_CAP} of the probe's; the host opens more"
-            f" (WS_MAX_CONNECTIONS={MAX_CONNECTIONS})"
-        )
-        answers: list[int] = []
-        held: list[ClientConnection] = []
-
-        async def next_answer() -> bool:
-            # Past the rate limit (429) the host waits for its next slot, as a client would.
-            ws, status = await _handshake(url, f"host-cap-{len(answers)}")
-            if status == 429:
-                return False
-            answers.append(status)
-            if ws is not None:
-                held.append(ws)
-            return True
-
-        await ctx.expect(next_answer, "the host's next handshake past the rate limit", 10, poll=0.3)
-        await ctx.expect(next_answer, "and the one after it", 10, poll=0.3)
-        ctx.figure("host's handshakes with the server at its cap", " ".join(map(str, answers)))
-        metrics = await ctx.metrics()
-        rejected = {k: v for k, v in metrics.items() if k.startswith("ws_connections_rejected")}
-        ctx.check(
-            f"the server admits {MAX_CONNECTIONS} connections in all and answers the next"
-            " with 503 (through NGINX)",
-            answers == [101, 503] and metrics["ws_connections_active"] == MAX_CONNECTIONS,
-            f"gauge {metrics['ws_connections_active']:g}, {rejected}",
-        )
-        for ws in held:
-            await ws.close()
+        await _check_probe(ctx, probe, host_tries)
+        await _server_cap(ctx)
     finally:
-        knocking = False
+        enough.set()
         await asyncio.gather(knocker, return_exceptions=True)
         await ctx.blocking(probe.exec, ["touch", "/tmp/release"])
         code = await ctx.blocking(probe.wait_exit, 30)
         await ctx.blocking(probe.remove)
-    ctx.check("the probe ended cleanly", code == 0, f"exit {code}")
+    return code
 
-    # ---- who is who: the addresses NGINX saw, and why each refusal happened --------------------
-    logs = await ctx.blocking(stack.nginx.logs)
+
+async def _check_probe(
+    ctx: Context, probe: helper_containers.Helper, host_tries: list[tuple[float, int]]
+) -> None:
+    """The probe was served while the host was refused; its connections met the per-IP cap."""
+    results = await ctx.blocking(probe.results)
+    served = next(r for r in results if r["step"] == "served")
+    probe_ip = probe.ip(ctx.stack.edge)
+    window = [s for t, s in host_tries if t <= served["t"]]
+    ctx.check(
+        "a client from another address on the same network is served (101 and echo)"
+        " while the host's handshakes are refused with 429",
+        served["status"] == 101 and served["echo"] and 429 in window,
+        f"probe {probe_ip}: {served['status']}; host meanwhile: {window.count(429)} x 429,"
+        f" {window.count(101)} x 101 (the rate lets one through every"
+        f" {60 / RATE_PER_MINUTE:.1f} s)",
+    )
+    caps = [r for r in results if r["step"] == "cap"]
+    ctx.figure("probe's connections 1..N+1", " ".join(str(r["status"]) for r in caps))
+    ctx.check(
+        f"the per-IP connection cap: {CONN_CAP} open WebSockets admitted, the next one gets 429",
+        [r["status"] for r in caps] == [101] * CONN_CAP + [429],
+    )
+
+
+async def _server_cap(ctx: Context) -> None:
+    """3. The server's own cap: WS_MAX_CONNECTIONS, whatever the address."""
+    ctx.step(
+        f"the server holds {CONN_CAP} of the probe's; the host opens more"
+        f" (WS_MAX_CONNECTIONS={MAX_CONNECTIONS})"
+    )
+    answers: list[int] = []
+    held: list[ClientConnection] = []
+
+    async def next_answer() -> bool:
+        # Past the rate limit (429) the host waits for its next slot, as a client would.
+        ws, status = await _handshake(ctx.stack.url, f"host-cap-{len(answers)}")
+        if status == 429:
+            return False
+        answers.append(status)
+        if ws is not None:
+            held.append(ws)
+        return True
+
+    await ctx.expect(next_answer, "the host's next handshake past the rate limit", 10, poll=0.3)
+    await ctx.expect(next_answer, "and the one after it", 10, poll=0.3)
+    ctx.figure("host's handshakes with the server at its cap", " ".join(map(str, answers)))
+    metrics = await ctx.metrics()
+    active = metrics.value("ws_connections_active")
+    rejected = metrics.flat("ws_connections_rejected_total")
+    ctx.check(
+        f"the server admits {MAX_CONNECTIONS} connections in all and answers the next"
+        " with 503 (through NGINX)",
+        answers == [101, 503] and active == MAX_CONNECTIONS,
+        f"gauge {active:g}, {rejected}",
+    )
+    for ws in held:
+        await ws.close()
+
+
+async def _who_is_who(ctx: Context) -> None:
+    """The addresses NGINX saw, and why each refusal happened."""
+    logs = await ctx.blocking(ctx.stack.nginx.logs)
     access = _access_log(logs)
     host_addr = access.get("host-rate-1", {}).get("remote_addr")
     probe_addr = access.get("probe-served", {}).get("remote_addr")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
+from stack.echo_client.fleet import Fleet
 from stack.gateway import StackOptions
 from stack.scenarios.base import Context, Scenario
 from stack.scenarios.common import account, codes, spread
 from stack.waits import seconds
-from stack.wire.client import Fleet
 
 CLIENTS = 20
 PING_INTERVAL = 1  # WS_PING_INTERVAL

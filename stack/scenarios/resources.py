@@ -121,7 +121,6 @@ async def _push(url: str, n: int) -> tuple[int, str]:
 
 async def run(ctx: Context) -> None:
     stack = ctx.stack
-    url = stack.url
     server_stats, nginx_stats = StatsSampler(stack.server), StatsSampler(stack.nginx)
     idle = await ctx.blocking(stack.server.stats)
     ctx.figure("server memory idle", idle["memory_bytes"] / MiB, "MiB")
@@ -129,80 +128,103 @@ async def run(ctx: Context) -> None:
     nginx_stats.start()
     conns: list[ClientConnection] = []
     try:
-        ctx.step(f"opening {CONNECTIONS} WebSockets through NGINX, {BATCH} at a time")
-        started = time.monotonic()
-        failures: list[BaseException] = []
-        for first in range(0, CONNECTIONS, BATCH):
-            batch = await asyncio.gather(*(_open(url, n) for n in range(first, first + BATCH)))
-            conns += [c for c in batch if isinstance(c, ClientConnection)]
-            failures += [c for c in batch if not isinstance(c, ClientConnection)]
-        ctx.figure("time to open them", time.monotonic() - started, "s")
-        ctx.check(
-            f"all {CONNECTIONS} handshakes succeeded",
-            len(conns) == CONNECTIONS,
-            f"{len(conns)} open, {len(failures)} failed"
-            + (f", e.g. {failures[0]!r}" if failures else ""),
-        )
-        echoes = []
-        for first in range(0, len(conns), BATCH):
-            echoes += await asyncio.gather(
-                *(_echo(ws, first + i) for i, ws in enumerate(conns[first : first + BATCH])),
-                return_exceptions=True,
-            )
-        ctx.check(
-            "every connection echoes",
-            all(e is True for e in echoes),
-            f"{sum(e is True for e in echoes)} of {len(conns)}",
-        )
-        await ctx.expect(lambda: ctx.gauge_is(len(conns)), f"server gauge = {len(conns)}", 15)
-        now = await ctx.blocking(stack.server.stats)
-        ctx.figure(f"server memory with {len(conns)} connections", now["memory_bytes"] / MiB, "MiB")
-        if conns:
-            ctx.figure(
-                "per connection (server)",
-                (now["memory_bytes"] - idle["memory_bytes"]) / len(conns) / 2**10,
-                "KiB",
-            )
-
-        ctx.step(f"{SLOW_READERS} slow readers: send {CHUNK // 2**10} KiB messages, never read")
-        before_push = await ctx.blocking(stack.server.stats)
-        pushed = await asyncio.gather(
-            *(_push(url, n) for n in range(SLOW_READERS)), return_exceptions=True
-        )
-        ok = [p for p in pushed if isinstance(p, tuple)]
-        ctx.figure(
-            "each slow reader got out before being held back",
-            ", ".join(f"{s / MiB:.1f} MiB" for s, _ in ok) or repr(pushed),
-        )
-        ctx.check(
-            "backpressure held every slow reader back (the server stopped reading from it)",
-            len(ok) == SLOW_READERS and all(how.startswith("held back") for _, how in ok),
-            "; ".join(how for _, how in ok),
-        )
-        after_push = await ctx.blocking(stack.server.stats)
-        growth = (after_push["memory_bytes"] - before_push["memory_bytes"]) / MiB
-        ctx.figure("server memory growth from the slow readers", growth, "MiB")
-        if SLOW_READERS:
-            each = max(growth / SLOW_READERS, 0.1)
-            room = (after_push["memory_limit_bytes"] - after_push["memory_bytes"]) / MiB
-            ctx.figure("server memory per slow reader", each, "MiB")
-            ctx.note(
-                f"at that rate the server's limit would take ~{room / each:.0f} more"
-                f" such slow readers ({CHUNK // 2**10} KiB messages)"
-            )
-        pushed_total = sum(s for s, _ in ok) / MiB
-        ctx.check(
-            "a slow reader costs the server a bounded amount (< 16 MiB each), not what it"
-            " sends (the rest waits in socket buffers along the way, then the client blocks)",
-            bool(ok) and growth / SLOW_READERS < 16 and growth < pushed_total / 2,
-            f"{growth:.1f} MiB more while they pushed {pushed_total:.0f} MiB",
-        )
+        await _open_connections(ctx, conns, idle)
+        await _slow_readers(ctx)
     finally:
         server_stats.stop()
         nginx_stats.stop()
         ctx.step(f"closing the {len(conns)} connections")
         for ws in conns:
             ws.transport.abort()
+    await _check_within_limits(ctx, server_stats, nginx_stats)
+    await _check_all_gone(ctx)
+
+
+async def _open_connections(
+    ctx: Context, conns: list[ClientConnection], idle: dict[str, float]
+) -> None:
+    """CONNECTIONS WebSockets through NGINX, into ``conns``: all open, all echo; the
+    server's memory per connection above ``idle``."""
+    ctx.step(f"opening {CONNECTIONS} WebSockets through NGINX, {BATCH} at a time")
+    started = time.monotonic()
+    failures: list[BaseException] = []
+    for first in range(0, CONNECTIONS, BATCH):
+        batch = await asyncio.gather(
+            *(_open(ctx.stack.url, n) for n in range(first, first + BATCH))
+        )
+        conns += [c for c in batch if isinstance(c, ClientConnection)]
+        failures += [c for c in batch if not isinstance(c, ClientConnection)]
+    ctx.figure("time to open them", time.monotonic() - started, "s")
+    ctx.check(
+        f"all {CONNECTIONS} handshakes succeeded",
+        len(conns) == CONNECTIONS,
+        f"{len(conns)} open, {len(failures)} failed"
+        + (f", e.g. {failures[0]!r}" if failures else ""),
+    )
+    echoes = []
+    for first in range(0, len(conns), BATCH):
+        echoes += await asyncio.gather(
+            *(_echo(ws, first + i) for i, ws in enumerate(conns[first : first + BATCH])),
+            return_exceptions=True,
+        )
+    ctx.check(
+        "every connection echoes",
+        all(e is True for e in echoes),
+        f"{sum(e is True for e in echoes)} of {len(conns)}",
+    )
+    await ctx.expect(lambda: ctx.gauge_is(len(conns)), f"server gauge = {len(conns)}", 15)
+    now = await ctx.blocking(ctx.stack.server.stats)
+    ctx.figure(f"server memory with {len(conns)} connections", now["memory_bytes"] / MiB, "MiB")
+    if conns:
+        ctx.figure(
+            "per connection (server)",
+            (now["memory_bytes"] - idle["memory_bytes"]) / len(conns) / 2**10,
+            "KiB",
+        )
+
+
+async def _slow_readers(ctx: Context) -> None:
+    """SLOW_READERS clients send and never read: held back, at a bounded cost."""
+    ctx.step(f"{SLOW_READERS} slow readers: send {CHUNK // 2**10} KiB messages, never read")
+    before_push = await ctx.blocking(ctx.stack.server.stats)
+    pushed = await asyncio.gather(
+        *(_push(ctx.stack.url, n) for n in range(SLOW_READERS)), return_exceptions=True
+    )
+    ok = [p for p in pushed if isinstance(p, tuple)]
+    ctx.figure(
+        "each slow reader got out before being held back",
+        ", ".join(f"{s / MiB:.1f} MiB" for s, _ in ok) or repr(pushed),
+    )
+    ctx.check(
+        "backpressure held every slow reader back (the server stopped reading from it)",
+        len(ok) == SLOW_READERS and all(how.startswith("held back") for _, how in ok),
+        "; ".join(how for _, how in ok),
+    )
+    after_push = await ctx.blocking(ctx.stack.server.stats)
+    growth = (after_push["memory_bytes"] - before_push["memory_bytes"]) / MiB
+    ctx.figure("server memory growth from the slow readers", growth, "MiB")
+    if SLOW_READERS:
+        each = max(growth / SLOW_READERS, 0.1)
+        room = (after_push["memory_limit_bytes"] - after_push["memory_bytes"]) / MiB
+        ctx.figure("server memory per slow reader", each, "MiB")
+        ctx.note(
+            f"at that rate the server's limit would take ~{room / each:.0f} more"
+            f" such slow readers ({CHUNK // 2**10} KiB messages)"
+        )
+    pushed_total = sum(s for s, _ in ok) / MiB
+    ctx.check(
+        "a slow reader costs the server a bounded amount (< 16 MiB each), not what it"
+        " sends (the rest waits in socket buffers along the way, then the client blocks)",
+        bool(ok) and growth / SLOW_READERS < 16 and growth < pushed_total / 2,
+        f"{growth:.1f} MiB more while they pushed {pushed_total:.0f} MiB",
+    )
+
+
+async def _check_within_limits(
+    ctx: Context, server_stats: StatsSampler, nginx_stats: StatsSampler
+) -> None:
+    """Both containers' memory peaks stayed under their limits; neither was OOM-killed."""
+    stack = ctx.stack
     limit = server_stats.limit or 1
     ctx.figure(
         "server memory peak (docker stats)",
@@ -224,6 +246,10 @@ async def run(ctx: Context) -> None:
         oom == (False, False) and status == ("running", "running"),
         f"OOMKilled server/nginx {oom}, status {status}",
     )
+
+
+async def _check_all_gone(ctx: Context) -> None:
+    """After the clients left, the server holds no connection; how the slow readers' ended."""
     last: list[float] = []
 
     async def gauge_is_0() -> bool:

@@ -17,9 +17,11 @@ from typing import Any
 
 from stack import swarm
 from stack.containers import parse_json_lines
+from stack.echo_client.fleet import Fleet
+from stack.echo_client.ledger import Outcome
+from stack.echo_client.reconnecting import ReconnectingClient, Session
 from stack.scenarios.base import Context, Scenario
 from stack.scenarios.common import account, codes, spread
-from stack.wire.client import Fleet, Outcome, ReconnectingClient, Session
 
 CLIENTS = 100
 REPLICAS = 3
@@ -173,80 +175,8 @@ async def _story(ctx: Context, url: str) -> None:
     stopped_at = float("inf")
     try:
         await ctx.expect(fleet.all_echoing, f"all {CLIENTS} clients echoing", 60)
-        gauges = await spread_over_replicas(ctx, "before")
-
-        ctx.step("docker service update --force: replace every replica, one at a time")
-        old = set(gauges)
-        updated_at = time.time()
-        await ctx.blocking(
-            swarm.docker,
-            *("service", "update", "--detach", "--force", "--no-resolve-image"),
-            f"{swarm.STACK}_server",
-        )
-        took = await ctx.expect(
-            lambda: ctx.blocking(lambda: update_state() == "completed"),
-            "the swarm completed the rolling update",
-            180,
-            poll=1,
-        )
-        done_at = time.time()
-        ctx.figure("rolling update took (3 replicas, then the monitor period)", took or 0, "s")
-        await ctx.expect(
-            lambda: ctx.blocking(
-                lambda: len(healthy_replicas()) == REPLICAS and not old & set(healthy_replicas())
-            ),
-            f"{REPLICAS} new healthy replicas, none of the old ones left",
-            30,
-        )
-        await ctx.expect(
-            lambda: fleet.all_echoing() and fleet.connected == CLIENTS,
-            f"all {CLIENTS} clients connected and echoing after the update",
-            30,
-        )
-        gauges = await spread_over_replicas(ctx, "after")
-
-        ctx.step(f"docker service update --env-add {BAD_SETTING}: a version that never starts")
-        kept = set(gauges)
-        echoed = {c.name: c.ledger.echoed for c in fleet.clients}
-        bad_at = time.time()
-        await ctx.blocking(
-            swarm.docker,
-            *("service", "update", "--detach", "--no-resolve-image"),
-            *("--env-add", BAD_SETTING, f"{swarm.STACK}_server"),
-        )
-        took = await ctx.expect(
-            lambda: ctx.blocking(lambda: update_state() == "rollback_completed"),
-            "the swarm rolled the update back on its own (UpdateStatus rollback_completed)",
-            180,
-            poll=1,
-        )
-        ctx.figure("bad update to rollback completed", took or 0, "s")
-        message = (await ctx.blocking(swarm.inspect, "server"))["UpdateStatus"].get("Message")
-        errors = {t.get("Error") for t in await ctx.blocking(swarm.tasks, "server")} - {""}
-        ctx.note(f"swarm says: {message}; the new task: {', '.join(sorted(errors))}")
-        spec = await ctx.blocking(server_spec)
-        ctx.check(
-            "the service is back on the old spec (image, environment)",
-            spec == before["spec"],
-            f"image {spec[0]}, {BAD_SETTING} {'still set' if BAD_SETTING in spec[1] else 'gone'}",
-        )
-        await ctx.expect(
-            lambda: ctx.blocking(lambda: len(healthy_replicas()) == REPLICAS),
-            f"{REPLICAS} healthy replicas after the rollback",
-            30,
-        )
-        ctx.note(
-            "replicas the rollback kept: "
-            f"{len(kept & set(await ctx.blocking(healthy_replicas)))} of {REPLICAS}"
-        )
-        await ctx.expect(
-            lambda: (
-                fleet.connected == CLIENTS
-                and all(c.ledger.echoed >= echoed[c.name] + 3 for c in fleet.clients)
-            ),
-            f"all {CLIENTS} clients kept echoing through the failed update and its rollback",
-            30,
-        )
+        updated_at, done_at, replicas_after = await _rolling_update(ctx, fleet)
+        bad_at = await _failed_update(ctx, fleet, before["spec"], replicas_after)
     finally:
         ctx.step("stopping the clients")
         stopped_at = time.time()
@@ -263,7 +193,111 @@ async def _story(ctx: Context, url: str) -> None:
     replicas = replica_of(handshakes)
     report_drops(ctx, "update", drops(fleet, updated_at, done_at), replicas)
     report_drops(ctx, "failed update", drops(fleet, bad_at, stopped_at), replicas)
+    await _check_handshakes(ctx, fleet, handshakes, logged is not None)
 
+    spec = await ctx.blocking(server_spec)
+    nginx = await ctx.blocking(swarm.containers, "nginx")
+    ctx.check(
+        "the stack is left as it was: same server spec, same NGINX container, all healthy",
+        spec == before["spec"]
+        and nginx == before["nginx"]
+        and len(await ctx.blocking(healthy_replicas)) == REPLICAS,
+        f"NGINX {nginx[0][:12] if nginx else 'gone'}",
+    )
+    account(ctx, fleet, failures_expected=False)
+
+
+async def _rolling_update(ctx: Context, fleet: Fleet) -> tuple[float, float, set[str]]:
+    """docker service update --force while the clients echo: every replica replaced.
+
+    When the update began and when the swarm completed it (epoch s), and the new replicas.
+    """
+    gauges = await spread_over_replicas(ctx, "before")
+    ctx.step("docker service update --force: replace every replica, one at a time")
+    old = set(gauges)
+    updated_at = time.time()
+    await ctx.blocking(
+        swarm.docker,
+        *("service", "update", "--detach", "--force", "--no-resolve-image"),
+        f"{swarm.STACK}_server",
+    )
+    took = await ctx.expect(
+        lambda: ctx.blocking(lambda: update_state() == "completed"),
+        "the swarm completed the rolling update",
+        180,
+        poll=1,
+    )
+    done_at = time.time()
+    ctx.figure("rolling update took (3 replicas, then the monitor period)", took or 0, "s")
+    await ctx.expect(
+        lambda: ctx.blocking(
+            lambda: len(healthy_replicas()) == REPLICAS and not old & set(healthy_replicas())
+        ),
+        f"{REPLICAS} new healthy replicas, none of the old ones left",
+        30,
+    )
+    await ctx.expect(
+        lambda: fleet.all_echoing() and fleet.connected == CLIENTS,
+        f"all {CLIENTS} clients connected and echoing after the update",
+        30,
+    )
+    gauges = await spread_over_replicas(ctx, "after")
+    return updated_at, done_at, set(gauges)
+
+
+async def _failed_update(
+    ctx: Context, fleet: Fleet, spec_before: tuple[str, list[str]], kept: set[str]
+) -> float:
+    """An update to a version that never starts: the swarm rolls it back while the clients
+    echo. When it began (epoch s)."""
+    ctx.step(f"docker service update --env-add {BAD_SETTING}: a version that never starts")
+    echoed = {c.name: c.ledger.echoed for c in fleet.clients}
+    bad_at = time.time()
+    await ctx.blocking(
+        swarm.docker,
+        *("service", "update", "--detach", "--no-resolve-image"),
+        *("--env-add", BAD_SETTING, f"{swarm.STACK}_server"),
+    )
+    took = await ctx.expect(
+        lambda: ctx.blocking(lambda: update_state() == "rollback_completed"),
+        "the swarm rolled the update back on its own (UpdateStatus rollback_completed)",
+        180,
+        poll=1,
+    )
+    ctx.figure("bad update to rollback completed", took or 0, "s")
+    message = (await ctx.blocking(swarm.inspect, "server"))["UpdateStatus"].get("Message")
+    errors = {t.get("Error") for t in await ctx.blocking(swarm.tasks, "server")} - {""}
+    ctx.note(f"swarm says: {message}; the new task: {', '.join(sorted(errors))}")
+    spec = await ctx.blocking(server_spec)
+    ctx.check(
+        "the service is back on the old spec (image, environment)",
+        spec == spec_before,
+        f"image {spec[0]}, {BAD_SETTING} {'still set' if BAD_SETTING in spec[1] else 'gone'}",
+    )
+    await ctx.expect(
+        lambda: ctx.blocking(lambda: len(healthy_replicas()) == REPLICAS),
+        f"{REPLICAS} healthy replicas after the rollback",
+        30,
+    )
+    ctx.note(
+        "replicas the rollback kept: "
+        f"{len(kept & set(await ctx.blocking(healthy_replicas)))} of {REPLICAS}"
+    )
+    await ctx.expect(
+        lambda: (
+            fleet.connected == CLIENTS
+            and all(c.ledger.echoed >= echoed[c.name] + 3 for c in fleet.clients)
+        ),
+        f"all {CLIENTS} clients kept echoing through the failed update and its rollback",
+        30,
+    )
+    return bad_at
+
+
+async def _check_handshakes(
+    ctx: Context, fleet: Fleet, handshakes: list[dict[str, Any]], all_logged: bool
+) -> None:
+    """Every handshake was answered 101, as the clients saw it and as NGINX logged it."""
     failures = fleet.handshake_failures()
     statuses = Counter(f.status for f in failures if f.status is not None)
     ctx.figure("connection attempts that failed (refused, reset, timed out)", len(failures))
@@ -281,24 +315,13 @@ async def _story(ctx: Context, url: str) -> None:
         text = await ctx.blocking(swarm.logs, "nginx")
         for line in [x for x in text.splitlines() if "[error]" in x][:5]:
             ctx.note(f"NGINX: {line[:300]}")
-    if logged is not None:
+    if all_logged:
         answers = Counter(e.get("status") for e in handshakes)
         ctx.check(
             "no handshake was answered with anything but 101 (NGINX's access log)",
             set(answers) == {101},
             ", ".join(f"{s} x{n}" for s, n in sorted(answers.items())),
         )
-
-    spec = await ctx.blocking(server_spec)
-    nginx = await ctx.blocking(swarm.containers, "nginx")
-    ctx.check(
-        "the stack is left as it was: same server spec, same NGINX container, all healthy",
-        spec == before["spec"]
-        and nginx == before["nginx"]
-        and len(await ctx.blocking(healthy_replicas)) == REPLICAS,
-        f"NGINX {nginx[0][:12] if nginx else 'gone'}",
-    )
-    account(ctx, fleet, failures_expected=False)
 
 
 SCENARIO = Scenario(

@@ -78,7 +78,7 @@ async def run(ctx: Context) -> None:
             ctx.check("and it still echoes", echo == "after 3x the read timeout")
         pings = await ctx.metrics(pinging)
         ctx.note(
-            f"the server behind the pinging stack has {pings['ws_connections_active']:g}"
+            f"the server behind the pinging stack has {pings.value('ws_connections_active'):g}"
             " open connection(s)"
         )
         closed = await ctx.server_events(quiet, event="connection_closed")

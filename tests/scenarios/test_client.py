@@ -12,7 +12,8 @@ import socket
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from stack.wire.client import Outcome, ReconnectingClient
+from stack.echo_client.ledger import Outcome
+from stack.echo_client.reconnecting import ReconnectingClient
 
 
 async def echo(ws: ServerConnection) -> None:

@@ -4,9 +4,9 @@ dropped connection mid-stream loses nothing, because what was in flight is resen
 from __future__ import annotations
 
 from server.app import Gateway
-from stack.wire.client import ReconnectingClient
+from stack.echo_client.reconnecting import ReconnectingClient
 
-from .helpers import make_config, running_gateway, units
+from .helpers import make_config, running_gateway
 
 
 async def _echo_on_a_new_gateway(client: ReconnectingClient, port: int) -> None:
@@ -15,7 +15,7 @@ async def _echo_on_a_new_gateway(client: ReconnectingClient, port: int) -> None:
         await client.wait_until(
             lambda c: len(c.sessions) >= 2 and c.current.echoed >= 50,
             "50 echoes after the restart",
-            units(10),
+            10,
         )
         await client.stop()  # while the second gateway still runs
 
@@ -39,14 +39,14 @@ async def test_an_aborted_connection_resends_what_was_in_flight() -> None:
                 await client.wait_until(
                     lambda c, n=round_: len(c.sessions) == n + 1 and c.ledger.pending >= 1,
                     "messages in flight",
-                    units(5),
+                    5,
                 )
                 in_flight = client.ledger.pending
                 client.ws.transport.abort()
                 await client.wait_until(
                     lambda c, n=round_: len(c.sessions) == n + 2 and c.current.echoed >= 5,
                     "echoes on the next connection",
-                    units(5),
+                    5,
                 )
                 assert client.sessions[-1].resent >= in_flight
         finally:
@@ -65,7 +65,7 @@ async def test_a_gateway_restart_mid_stream_loses_nothing() -> None:
     )
     client.start()
     try:
-        await client.wait_until(lambda c: c.ledger.echoed >= 50, "50 echoes", units(5))
+        await client.wait_until(lambda c: c.ledger.echoed >= 50, "50 echoes", 5)
         await first.shutdown()
         await _echo_on_a_new_gateway(client, port)
     finally:
@@ -85,7 +85,7 @@ async def test_a_gateway_that_drops_every_connection_loses_nothing() -> None:
     client.start()
     try:
         await client.wait_until(
-            lambda c: c.ledger.echoed >= 50 and c.ledger.pending >= 1, "in flight", units(5)
+            lambda c: c.ledger.echoed >= 50 and c.ledger.pending >= 1, "in flight", 5
         )
         first.request_stop("test")
         first.request_stop("test", force_if_repeated=True)  # drops every connection now

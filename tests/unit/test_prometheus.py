@@ -67,6 +67,22 @@ def test_flat_keys_sort_labels():
     assert flat["ws_size_bytes_bucket{le=+Inf}"] == 2
 
 
+def test_names_by_prefix_and_flat_of_some_samples():
+    """names() lists sample names once each by prefix; flat(*names) keeps only those samples."""
+    samples = prometheus.parse(EXPOSITION)
+    assert samples.names("ws_size") == [
+        "ws_size_bytes_bucket",
+        "ws_size_bytes_sum",
+        "ws_size_bytes_count",
+    ]
+    assert samples.names("ws_nothing") == []
+    assert samples.flat("ws_up", "ws_hits_total") == {
+        "ws_up": 1,
+        "ws_hits_total{code=200,path=/a}": 3,
+        "ws_hits_total{code=500,path=/b}": 2,
+    }
+
+
 @pytest.mark.parametrize(
     "text",
     [

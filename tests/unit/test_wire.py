@@ -147,7 +147,7 @@ async def test_lean_bench_client_echoes_and_reports_a_refused_handshake(gateway:
 def test_unit_helpers_import_neither_docker_nor_testcontainers():
     """The unit tests run without Docker: their helpers pull in no Docker client library."""
     probe = (
-        "import sys, tests.unit.helpers, stack.wire.client, stack.bench.leanclient;"
+        "import sys, tests.unit.helpers, stack.echo_client.fleet, stack.bench.leanclient;"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'docker', 'testcontainers'}))"
     )
     done = subprocess.run(

@@ -1,4 +1,4 @@
-"""What a scenario did and saw: timestamped steps, observations, figures and checks.
+"""A scenario's logbook: timestamped steps, observations, figures and checks (a Report).
 
 The same report is printed live by ``python -m stack scenario NAME`` and shown by pytest
 when a scenario fails, so a person and CI read the same story.

@@ -14,109 +14,45 @@ client tries again with exponential backoff and full jitter (tenacity's
 ``wait_random_exponential``), so a crowd of clients cut off at once does not come back in
 lock-step.
 
-Accounting: every message gets an id (client name and sequence number) and random text
-(multi-byte UTF-8 included), and the echo is compared with what was sent, character for
-character. Each message is in the ledger as
-
-* ``pending``: sent, its echo not back yet (in flight, or waiting to be resent);
-* ``echoed``: came back intact;
-* ``corrupted``: came back different;
-* ``failed``: given up on and reported to the sender, with the reason: its connection
-  broke more than ``max_resends`` times before its echo came back (or every time, with
-  ``resend=False``), or the client stopped before it could resend it.
+Accounting: every message is in the client's :class:`~stack.echo_client.ledger.Ledger`
+(pending, echoed, corrupted or failed with its reason).
 
 Resending: when a connection breaks, the client does not know whether the server got the
 messages still in flight, so after it reconnects it sends each of them again, oldest
 first, before anything new (at-least-once: an echo server may see a message twice, the
-sender never misses one). The echo carries the sequence number, so an echo of a message
-that is no longer pending (a late duplicate) is recognised and counted in ``duplicates``,
-never taken for a new message nor counted as lost. The summary keeps ``sent`` (distinct
-messages), ``resent`` (extra sends), ``echoed``, ``duplicates`` and ``failed`` apart.
+sender never misses one).
 
 After :meth:`ReconnectingClient.stop` nothing is pending: messages whose echo did not come
 back even though the connection stayed up are failed with ``lost_at_stop`` set, which is
 exactly what a scenario must never see.
+
+Protocol timeouts (``echo_timeout``, ``open_timeout``, ...) are seconds; waits on a
+condition (``wait_until``, ``stop``'s drain) are timeout units of :mod:`stack.waits`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import random
-import string
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
 
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    RetryError,
     retry_if_exception_type,
-    retry_if_result,
-    stop_after_delay,
-    wait_fixed,
     wait_random_exponential,
 )
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-# Characters of the random part of a message: ASCII and 2-, 3- and 4-byte UTF-8.
-ALPHABET = string.ascii_letters + string.digits + "äéß€жñ中文😀🚀"
+from stack import waits
+from stack.echo_client.ledger import Ledger
 
 # What a failed connection attempt may raise: refused, reset, timed out, a non-101 answer.
 RETRYABLE = (OSError, TimeoutError, EOFError, InvalidHandshake)
-
-
-async def _poll(predicate: Callable[[], bool], what: str, within: float, every: float) -> None:
-    """Check ``predicate`` every ``every`` s until it holds; TimeoutError after ``within`` s.
-
-    The asynchronous twin of ``stack.waits.until`` (which blocks the thread, and the
-    clients live on this event loop); in seconds, like every timeout of this client. An
-    exception from ``predicate`` propagates at once.
-    """
-
-    async def check() -> bool:
-        return predicate()
-
-    retrying = AsyncRetrying(
-        stop=stop_after_delay(within),
-        wait=wait_fixed(every),
-        retry=retry_if_result(lambda held: not held),
-    )
-    try:
-        await retrying(check)
-    except RetryError:
-        raise TimeoutError(f"{what}: not true within {within:.0f} s") from None
-
-
-class Outcome(enum.StrEnum):
-    PENDING = "pending"
-    ECHOED = "echoed"
-    CORRUPTED = "corrupted"
-    FAILED = "failed"
-
-
-@dataclass
-class Message:
-    """One message sent, and what became of it."""
-
-    seq: int
-    session: int  # the session it was first sent on
-    text: str
-    sent_at: float  # first sent (epoch seconds)
-    outcome: Outcome = Outcome.PENDING
-    settled_at: float | None = None
-    reason: str = ""
-    lost_at_stop: bool = False  # no echo although the connection stayed up: lost silently
-    sends: int = 1  # 1 + times resent after a reconnect
-    last_sent_at: float = 0.0  # latest send; the echo timeout counts from here
-    duplicates: int = 0  # echoes that came after it had settled
-
-    def __post_init__(self) -> None:
-        self.last_sent_at = self.last_sent_at or self.sent_at
 
 
 @dataclass
@@ -147,130 +83,6 @@ class HandshakeFailure:
     at: float
     error: str
     status: int | None = None  # HTTP status when the answer was not 101 (429, 502, 503)
-
-
-class Ledger:
-    """Every message one client sent, by sequence number, with its outcome."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.messages: dict[int, Message] = {}
-        self.stray: list[str] = []  # echoes that match no message sent (must stay empty)
-        self.resent = 0  # sends of a message after the first, over all messages
-        self.duplicates = 0  # echoes of a message that had already settled
-        self._pending: dict[int, Message] = {}  # insertion order: oldest first
-        self._next_seq = 0
-
-    def new(self, session: int, size: int, now: float) -> Message:
-        """Record a message about to be sent; it is pending from now on."""
-        self._next_seq += 1
-        seq = self._next_seq
-        body = "".join(random.choices(ALPHABET, k=size))
-        message = Message(seq, session, f"{self.name}#{seq}#{body}", now)
-        self.messages[seq] = message
-        self._pending[seq] = message
-        return message
-
-    def resend(self, message: Message, now: float) -> None:
-        """Record that a pending message goes out again (after a reconnect)."""
-        message.sends += 1
-        message.last_sent_at = now
-        self.resent += 1
-
-    def settle(self, echo: str | bytes, now: float) -> Message | None:
-        """Match an echo to its pending message and compare it.
-
-        None if it settles nothing: a duplicate (the echo of a message already settled,
-        counted) or a stray (it names no message of this client, kept for the report).
-        """
-        text = echo.decode(errors="replace") if isinstance(echo, bytes) else echo
-        name, _, rest = text.partition("#")
-        seq_text = rest.partition("#")[0]
-        seq = int(seq_text) if seq_text.isdigit() else None
-        message = self._pending.pop(seq, None) if seq is not None else None
-        if name == self.name and message is None and seq in self.messages:
-            self.messages[seq].duplicates += 1
-            self.duplicates += 1
-            return None
-        if name != self.name or message is None:
-            self.stray.append(text[:80])
-            return None
-        intact = isinstance(echo, str) and echo == message.text
-        message.outcome = Outcome.ECHOED if intact else Outcome.CORRUPTED
-        message.settled_at = now
-        if not intact:
-            message.reason = f"echo differs: {text[:40]!r}..."
-        return message
-
-    def fail_pending(
-        self,
-        reason: str,
-        now: float,
-        *,
-        lost_at_stop: bool = False,
-        min_sends: int = 0,
-    ) -> int:
-        """Fail every pending message sent at least ``min_sends`` times; return how many.
-
-        ``reason`` may name ``{sends}``, the number of times the message went out.
-        """
-        failed = [m for m in self._pending.values() if m.sends >= min_sends]
-        for message in failed:
-            del self._pending[message.seq]
-            message.outcome = Outcome.FAILED
-            message.settled_at = now
-            message.reason = reason.format(sends=message.sends)
-            message.lost_at_stop = lost_at_stop
-        return len(failed)
-
-    def oldest_pending(self) -> Message | None:
-        return next(iter(self._pending.values()), None)
-
-    def pending_messages(self) -> list[Message]:
-        """The messages without their echo yet, oldest first (a copy)."""
-        return list(self._pending.values())
-
-    def count(self, outcome: Outcome) -> int:
-        if outcome is Outcome.PENDING:
-            return len(self._pending)
-        return sum(1 for m in self.messages.values() if m.outcome is outcome)
-
-    @property
-    def sent(self) -> int:
-        return len(self.messages)
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
-    @property
-    def echoed(self) -> int:
-        return self.count(Outcome.ECHOED)
-
-    @property
-    def failed(self) -> int:
-        return self.count(Outcome.FAILED)
-
-    @property
-    def corrupted(self) -> int:
-        return self.count(Outcome.CORRUPTED)
-
-    @property
-    def lost_at_stop(self) -> int:
-        return sum(1 for m in self.messages.values() if m.lost_at_stop)
-
-    def summary(self) -> dict[str, int]:
-        return {
-            "sent": self.sent,
-            "echoed": self.echoed,
-            "resent": self.resent,
-            "duplicates": self.duplicates,
-            "failed": self.failed,
-            "corrupted": self.corrupted,
-            "pending": self.pending,
-            "lost_at_stop": self.lost_at_stop,
-            "stray": len(self.stray),
-        }
 
 
 class ReconnectingClient:
@@ -345,14 +157,15 @@ class ReconnectingClient:
         return self._task
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
-        """Stop sending, wait up to ``drain_timeout`` s for in-flight echoes, close (1000)."""
+        """Stop sending, wait up to ``drain_timeout`` units for in-flight echoes, close (1000)."""
         self._drain_timeout = drain_timeout
         self._stopping.set()
         if self._task is None:
             return
         if self._connecting:  # between connections: nothing in flight, stop at once
             self._task.cancel()
-        await asyncio.wait([self._task], timeout=drain_timeout + self.close_timeout + 5)
+        bound = waits.seconds(drain_timeout) + self.close_timeout + 5
+        await asyncio.wait([self._task], timeout=bound)
         if not self._task.done():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -384,8 +197,11 @@ class ReconnectingClient:
     async def wait_until(
         self, predicate: Callable[[ReconnectingClient], bool], what: str, within: float
     ) -> None:
-        """Wait until ``predicate(self)`` holds; raise TimeoutError naming ``what``."""
-        await _poll(lambda: predicate(self), f"{self.name}: {what}", within, 0.02)
+        """Wait until ``predicate(self)`` holds, ``within`` units; else ConditionTimeout
+        naming ``what``. An exception from ``predicate`` propagates at once."""
+        await waits.until_async(
+            lambda: predicate(self), f"{self.name}: {what}", within, errors=(), interval=0.02
+        )
 
     # ---- the connection loop -----------------------------------------------------------------
     async def _run(self) -> None:
@@ -464,14 +280,11 @@ class ReconnectingClient:
             await asyncio.wait({reader, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if not reader.done():  # stopping: let in-flight echoes come back, then close
                 await writer
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self.wait_until(
-                            lambda c: c.ledger.pending == 0 or reader.done(),
-                            "in-flight echoes",
-                            self._drain_timeout,
-                        ),
-                        self._drain_timeout + 1,
+                with suppress(waits.ConditionTimeout):
+                    await self.wait_until(
+                        lambda c: c.ledger.pending == 0 or reader.done(),
+                        "in-flight echoes",
+                        self._drain_timeout,
                     )
                 await ws.close(1000, "client stopping")
                 await reader
@@ -548,74 +361,3 @@ class ReconnectingClient:
     def _finish(self, now: float) -> None:
         """After stop: nothing may stay pending (a session may have been cancelled)."""
         self.ledger.fail_pending("client stopped before it could resend it", now)
-
-
-class Fleet:
-    """Many clients started, watched and stopped together."""
-
-    def __init__(self, clients: Iterable[ReconnectingClient]) -> None:
-        self.clients = list(clients)
-
-    @classmethod
-    def of(
-        cls, count: int, url: str | Callable[[], str], prefix: str = "c", **options: Any
-    ) -> Fleet:
-        return cls(
-            ReconnectingClient(url, name=f"{prefix}{i:03d}", **options) for i in range(count)
-        )
-
-    def __len__(self) -> int:
-        return len(self.clients)
-
-    def start(self) -> None:
-        for client in self.clients:
-            client.start()
-
-    async def stop(self, drain_timeout: float = 5.0) -> None:
-        await asyncio.gather(*(c.stop(drain_timeout) for c in self.clients))
-
-    def all_echoing(self, echoes: int = 3) -> bool:
-        """Every client is connected and has had at least ``echoes`` messages echoed."""
-        return all(c.connected and c.ledger.echoed >= echoes for c in self.clients)
-
-    @property
-    def connected(self) -> int:
-        return sum(c.connected for c in self.clients)
-
-    def sessions(self) -> list[Session]:
-        return [s for c in self.clients for s in c.sessions]
-
-    def handshake_failures(self) -> list[HandshakeFailure]:
-        return [f for c in self.clients for f in c.handshake_failures]
-
-    def totals(self) -> dict[str, int]:
-        totals: dict[str, int] = {}
-        for client in self.clients:
-            for key, value in client.ledger.summary().items():
-                totals[key] = totals.get(key, 0) + value
-        return totals
-
-    def failed_messages(self) -> list[Message]:
-        return [
-            m
-            for c in self.clients
-            for m in c.ledger.messages.values()
-            if m.outcome is Outcome.FAILED
-        ]
-
-    async def wait_until(
-        self, predicate: Callable[[Fleet], bool], what: str, within: float
-    ) -> None:
-        """Wait until ``predicate(self)`` holds; raise TimeoutError naming ``what``."""
-        await _poll(lambda: predicate(self), what, within, 0.05)
-
-
-__all__ = [
-    "Fleet",
-    "HandshakeFailure",
-    "Ledger",
-    "Message",
-    "Outcome",
-    "ReconnectingClient",
-    "Session",
-]

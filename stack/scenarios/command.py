@@ -1,4 +1,4 @@
-"""``python -m stack scenario``: run a failure scenario on a fresh stack and watch it.
+"""``python -m stack scenario``: the subcommand that runs a failure scenario on a fresh stack.
 
     python -m stack scenario --list
     python -m stack scenario nginx-restart
@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from stack.gateway import GatewayStack
 from stack.scenarios import SCENARIOS, Scenario, run
-from stack.scenarios.report import Report, printer
+from stack.scenarios.logbook import Report, printer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
