@@ -185,11 +185,6 @@ class Service:
         self.docker.stop(timeout=timeout)
         return self.inspect()["State"]["ExitCode"]
 
-    def start_again(self) -> None:
-        """Start a stopped container."""
-        self.docker.start()
-        self.refresh()
-
     def kill(self, signal: str = "SIGKILL") -> None:
         """Send ``signal`` to the container's main process."""
         self.docker.kill(signal=signal)

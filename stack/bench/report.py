@@ -31,13 +31,6 @@ def curve(ordered: list[float]) -> list[tuple[float, float]]:
     return [(q, percentile(ordered, q) * 1e3) for q in CURVE_POINTS]
 
 
-def _row(results: dict, via: str, name_part: str = "") -> dict | None:
-    for row in results.get("throughput", []):
-        if row["via"] == via and name_part in row["name"]:
-            return row
-    return None
-
-
 def _find(rows: list[dict], name: str) -> dict | None:
     return next((r for r in rows if r["name"] == name), None)
 
