@@ -86,7 +86,7 @@ def measure_capacity(session: Session, targets: list[Target]) -> dict[str, Any]:
     settled(lambda: sum(held.memory().values()), "swarm capacity: memory at rest")
     base = held.memory()
     with ClientPool(s.clients) as pool:
-        opened, why = capacity._ramp(session, pool, held, dict(MEMORY_LIMITS), tlist, result)
+        opened, why = capacity.ramp(session, pool, held, dict(MEMORY_LIMITS), tlist, result)
         memory = held.memory()
         sample = min(s.capacity_sample, opened)
         answers = pool.call(
@@ -111,7 +111,7 @@ def measure_throughput(session: Session, targets: list[Target], replicas: int) -
     rows = []
     for _ in range(max(1, session.settings.rounds)):
         with ClientPool(session.settings.clients) as pool:
-            rows.append(throughput._measure(session, pool, run, targets, containers()))
+            rows.append(throughput.measure_targets(session, pool, run, targets, containers()))
     rows.sort(key=lambda r: r["messages_per_s"])
     row = rows[(len(rows) - 1) // 2]
     row["rounds"] = [round(r["messages_per_s"]) for r in rows]

@@ -19,18 +19,20 @@ def measure(
     """One round of ``run`` on ``stack``: its row of the throughput table."""
     targets, containers = stacks.target(stack, run.via, baselines)
     with ClientPool(session.settings.clients) as pool:
-        row = _measure(session, pool, run, targets, containers)
+        row = measure_targets(session, pool, run, targets, containers)
     row["setup"] = setup.title
     return row
 
 
-def _measure(
+def measure_targets(
     session: Session,
     pool: ClientPool,
     run: Run,
     targets: list[Target],
     containers: dict[str, str],
 ) -> dict[str, Any]:
+    """One round of ``run`` against ``targets`` with ``pool``'s clients; ``containers``
+    (role -> id) are the ones whose CPU the row reports. Any stack: compose or swarm."""
     s, progress = session.settings, session.progress
     task = progress.add_task(
         f"throughput: {run.name}", total=s.warmup + s.duration, info="connecting"
