@@ -6,9 +6,11 @@
     python -m stack bench --swarm --rounds 1                # the swarm stack, 1, 2, 3 replicas
 
 Parts: leanclient (a lean client), loadgen (client processes), baseline (the bare websockets
-echo), usage (container CPU and memory), settings (the command line, typed), setups (what
-is compared), stacks (the bench's own stacks), one module per phase (throughput, latency,
-memory, capacity), runner (runs the phases in order), report (JSON, Markdown, SVG).
+echo), resource_usage (container CPU and memory, the machine), settings (the command line,
+typed), setups (what is compared), stacks (the bench's own stacks), one module per phase
+(throughput, latency, idle_memory, capacity), all_phases (runs the phases in order),
+swarm_scaling (--swarm: the swarm stack at each replica count), bench_report (JSON,
+Markdown, SVG).
 Reports go to reports/bench/ (git-ignored).
 """
 
@@ -114,7 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--swarm",
         action="store_true",
         help="throughput and capacity against the swarm stack (deploy/swarm/stack.yaml) at "
-        "each of --swarm-replicas; other phases are skipped (see stack/bench/swarm.py)",
+        "each of --swarm-replicas; other phases are skipped (see stack/bench/swarm_scaling.py)",
     )
     p.add_argument(
         "--swarm-replicas", default="1,2,3", help="--swarm: server replica counts (1,2,3)"
@@ -125,9 +127,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     if args.swarm:
-        from stack.bench.swarm import main as on_swarm
+        from stack.bench.swarm_scaling import main as on_swarm
 
         return on_swarm(args)
-    from stack.bench.runner import main
+    from stack.bench.all_phases import main
 
     return main(args)

@@ -7,9 +7,9 @@ import math
 import time
 from typing import Any
 
-from stack.bench import report, stacks, usage
+from stack.bench import bench_report, resource_usage, stacks
+from stack.bench.bench_report import percentile
 from stack.bench.loadgen import ClientPool, split
-from stack.bench.report import percentile
 from stack.bench.setups import Run, Setup
 from stack.bench.stacks import Session
 from stack.containers import Service
@@ -35,7 +35,7 @@ def measure(
             timeout=120,
         )
         start_at = time.time() + 0.5
-        meter = usage.CpuMeter(containers)
+        meter = resource_usage.CpuMeter(containers)
         window = (start_at + s.warmup, start_at + s.warmup + s.duration)
 
         def tick() -> None:
@@ -89,7 +89,7 @@ def measure(
         "lost": sum(r["lost"] for r in results),
         "mismatches": sum(r["mismatches"] for r in results),
         # for the plot: the percentile curve
-        "curve": report.curve(ordered),
+        "curve": bench_report.curve(ordered),
     }
     progress.update(
         task,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from stack.bench import stacks, usage
+from stack.bench import resource_usage, stacks
 from stack.bench.loadgen import ClientPool, Target, error_counts, split
 from stack.bench.setups import Run, Setup
 from stack.bench.stacks import Session
@@ -44,7 +44,7 @@ def measure_targets(
     )
     failed = sum(r["failed"] for r in opened)
     start_at = time.time() + 0.5
-    meter = usage.CpuMeter(containers)
+    meter = resource_usage.CpuMeter(containers)
     window = (start_at + s.warmup, start_at + s.warmup + s.duration)
     last = [time.monotonic(), pool.total(0)]
 

@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from stack import helper_containers, images
-from stack.bench import usage
+from stack.bench import resource_usage
 from stack.gateway import NGINX_PORT, SERVER_PORT, GatewayStack, StackOptions
 from stack.scenarios.base import Context, Scenario
 from stack.scenarios.common import account
@@ -232,7 +232,10 @@ class _CgroupMemory:
         self.id, self.limit = service.id, limit
 
     def stats(self) -> dict[str, float]:
-        return {"memory_bytes": usage.memory_bytes(self.id), "memory_limit_bytes": self.limit}
+        return {
+            "memory_bytes": resource_usage.memory_bytes(self.id),
+            "memory_limit_bytes": self.limit,
+        }
 
 
 def _start_helpers(stack: GatewayStack) -> list[helper_containers.Helper]:

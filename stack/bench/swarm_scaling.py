@@ -24,9 +24,9 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from stack import swarm
-from stack.bench import capacity, throughput, usage
+from stack.bench import capacity, resource_usage, throughput
+from stack.bench.all_phases import REPORTS, ROOT
 from stack.bench.loadgen import ClientPool, Target, raise_fd_limit, split
-from stack.bench.runner import REPORTS, ROOT
 from stack.bench.settings import Settings
 from stack.bench.setups import NGINX_BENCH_ENV, SERVER_BENCH_ENV, Run
 from stack.bench.stacks import Session
@@ -125,7 +125,7 @@ def main(args: argparse.Namespace) -> int:
     raise_fd_limit()
     results: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "code": usage.code_version(ROOT),
+        "code": resource_usage.code_version(ROOT),
         "settings": settings.as_report(),
         "stack_settings": SETTINGS,
         "rows": [],
@@ -152,7 +152,7 @@ def main(args: argparse.Namespace) -> int:
                 row["capacity"] = measure_capacity(session, targets)
             results["rows"].append(row)
     results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-    results["load_average_end"] = usage.load_average()
+    results["load_average_end"] = resource_usage.load_average()
     REPORTS.mkdir(parents=True, exist_ok=True)
     path = REPORTS / f"swarm-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     path.write_text(json.dumps(results, indent=2, default=str))
