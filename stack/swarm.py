@@ -23,11 +23,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import tenacity
+from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect
 
 from stack import base_images, compose_file, docker_host, images
 from stack.ports import free_port
+from stack.waits import until
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK_FILE = ROOT / "deploy" / "swarm" / "stack.yaml"
@@ -35,8 +36,9 @@ STACK = os.environ.get("WSGW_SWARM_STACK", "wsgw")
 CREATED_LABEL = "wsgw.created-by"  # node label set when `up` initialised the swarm
 RUN_LABEL = "wsgw.test-run"  # one node label per test run holding the swarm: <prefix>.<run>
 MADE_BY_A_RUN = "pytest-run-"  # CREATED_LABEL's value when a test run initialised it
-TIMEOUT = 180.0  # seconds for a deploy to echo, or a removal to finish
+TIMEOUT = 180.0  # units (stack/waits.py) for a deploy to echo, or a removal to finish
 FORCE_AFTER = 30.0  # seconds after `stack rm` when what is left is removed by force
+ECHO = "swarm-up ✓"  # what wait_for_echo sends, and must get back
 
 
 def docker(*args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
@@ -127,22 +129,25 @@ def url(port: int) -> str:
     return f"ws://{docker_host.address()}:{port}/ws"
 
 
-def echo_once(target: str) -> None:
-    """One echo through NGINX; raises unless it comes back intact."""
+def echo_once(target: str) -> str:
+    """One echo through NGINX; return it, or raise unless it comes back intact."""
     with connect(target, open_timeout=3, close_timeout=2, proxy=None) as ws:
-        ws.send("swarm-up ✓")
+        ws.send(ECHO)
         answer = ws.recv(timeout=3)
-        if answer != "swarm-up ✓":
+        if answer != ECHO:
             raise RuntimeError(f"echo differs: {answer!r}")
+        return answer
 
 
 def wait_for_echo(target: str, within: float = TIMEOUT) -> None:
-    """Retry :func:`echo_once` until it passes; the last error after ``within`` s."""
-    tenacity.Retrying(
-        stop=tenacity.stop_after_delay(within),
-        wait=tenacity.wait_fixed(0.5),
-        reraise=True,
-    )(echo_once, target)
+    """Retry :func:`echo_once` until it passes; ConditionTimeout with the last error after
+    ``within`` units."""
+    until(
+        lambda: echo_once(target),
+        f"an echo through NGINX at {target}",
+        within,
+        errors=(OSError, RuntimeError, WebSocketException),
+    )
 
 
 def deploy(replicas: int, port: int, settings: dict[str, str] | None = None) -> None:
@@ -288,11 +293,7 @@ def down(*, leave: bool = True) -> bool:
                 docker("network", "rm", *networks, check=False)
         return not (containers or networks)
 
-    tenacity.Retrying(
-        stop=tenacity.stop_after_delay(TIMEOUT),
-        wait=tenacity.wait_fixed(0.5),
-        retry=tenacity.retry_if_result(lambda done: not done),
-    )(gone)
+    until(gone, f"stack {STACK}'s containers and networks removed", TIMEOUT)
     if leave and created_by_us():
         docker("swarm", "leave", "--force")
         # Swarm init made it and leaving keeps it; nothing of the host's uses it then.
