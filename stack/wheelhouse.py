@@ -12,15 +12,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stack.docker_client import client
+from stack.containers import run_once
 
 PROBE = "import platform, sys; print('%d.%d' % sys.version_info[:2], platform.machine())"
 
 
 def target_of(base_image: str) -> tuple[str, str]:
     """Return (python version 'X.Y', machine) of the Python inside ``base_image``."""
-    out = client().containers.run(base_image, ["python3", "-c", PROBE], remove=True)
-    version, machine = out.decode().split()
+    probe = run_once(base_image, ["python3", "-c", PROBE])
+    if probe.exit_code != 0:
+        raise RuntimeError(f"{base_image}: cannot run python3 ({probe.output.strip()[-500:]})")
+    version, machine = probe.stdout.split()
     return version, machine
 
 
