@@ -8,7 +8,6 @@ build arguments. Parallel pytest workers share one build through a file lock.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from docker.utils.build import exclude_paths
 
-from stack import base_images, compose_file, wheelhouse
+from stack import base_images, compose_file, harness_config, wheelhouse
 from stack.base_images import BaseImage
 from stack.docker_client import client, image_exists
 
@@ -124,7 +123,7 @@ def ensure_all() -> dict[str, str]:
 
 def observability_wanted() -> bool:
     """True when Compose will start the observability profile (COMPOSE_PROFILES names it)."""
-    profiles = os.environ.get("COMPOSE_PROFILES", "").replace(" ", "").split(",")
+    profiles = harness_config.current().compose_profiles
     return "observability" in profiles or "*" in profiles
 
 

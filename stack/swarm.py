@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,13 +25,13 @@ from pathlib import Path
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect
 
-from stack import base_images, compose_file, docker_host, images
+from stack import base_images, compose_file, docker_host, harness_config, images
 from stack.ports import free_port
 from stack.waits import until
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK_FILE = ROOT / "deploy" / "swarm" / "stack.yaml"
-STACK = os.environ.get("WSGW_SWARM_STACK", "wsgw")
+STACK = harness_config.current().swarm_stack
 CREATED_LABEL = "wsgw.created-by"  # node label set when `up` initialised the swarm
 RUN_LABEL = "wsgw.test-run"  # one node label per test run holding the swarm: <prefix>.<run>
 MADE_BY_A_RUN = "pytest-run-"  # CREATED_LABEL's value when a test run initialised it
@@ -156,16 +155,15 @@ def deploy(replicas: int, port: int, settings: dict[str, str] | None = None) -> 
     ``settings``: more of the stack file's variables (SERVER_UPDATE_MONITOR, WS_RATE_LIMIT...).
     """
     tags = images.ensure_all()
-    env = {
-        **os.environ,
+    env = harness_config.subprocess_env(
         **(settings or {}),
         **compose_file.machine_settings(),  # SERVER_NOFILE, NGINX_NOFILE: what the engine allows
-        "SERVER_IMAGE": tags["server"],
-        "NGINX_IMAGE": tags["nginx"],
-        "SERVER_REPLICAS": str(replicas),
-        "GATEWAY_PORT": str(port),
-        "SERVER_NAMES": docker_host.server_names(),  # the Host header url() makes
-    }
+        SERVER_IMAGE=tags["server"],
+        NGINX_IMAGE=tags["nginx"],
+        SERVER_REPLICAS=str(replicas),
+        GATEWAY_PORT=str(port),
+        SERVER_NAMES=docker_host.server_names(),  # the Host header url() makes
+    )
     # --resolve-image never: the images are local tags, no registry holds them.
     docker(
         *("stack", "deploy", "--resolve-image", "never", "--prune"),

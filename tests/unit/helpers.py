@@ -22,6 +22,7 @@ from typing import Any
 from server.app import Gateway, GatewayConnection
 from server.config import Config
 from stack import prometheus
+from stack.harness_config import subprocess_env
 from stack.waits import seconds, until_async
 from stack.wire.frames import (  # noqa: F401 - re-exported to the tests
     OP_BINARY,
@@ -209,7 +210,7 @@ def server_command() -> list[str]:
 
 
 def server_env(**env: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("WS_", "LOG_"))}
+    base = {k: v for k, v in subprocess_env().items() if not k.startswith(("WS_", "LOG_"))}
     return {**base, "WS_HOST": "127.0.0.1", "WS_PORT": "0", "PYTHONUNBUFFERED": "1", **env}
 
 
