@@ -17,7 +17,7 @@ root=$(pwd)
 # (PIP_NO_INDEX below: the wheelhouse check there finds everything in place).
 .venv/bin/python -m stack images >/dev/null
 base=$(.venv/bin/python -c 'from stack import base_images as b; print(b.resolve(b.PYTHON))')
-locks=$(.venv/bin/python -c 'from stack import base_images as b; print(b.lock("x").lock_file.rsplit("/", 1)[0])')
+locks=$(.venv/bin/python -c 'from stack import machine_locks; print(machine_locks.DIRECTORY)')
 
 # The runner image (ci/test-runner.Dockerfile) is built from a context of its own under
 # .stack/ (git-ignored): the runner's wheelhouse for its Python (a build container may not
@@ -30,10 +30,9 @@ cp requirements/dev.txt "$context/dev.txt"
 import sys
 from pathlib import Path
 
-from stack import base_images, wheelhouse
+from stack import wheelhouse
 
-with base_images.lock("runner-wheelhouse"):
-    wheelhouse.prepare(sys.argv[1], Path("requirements/dev.txt"), Path(sys.argv[2]) / "wheels")
+wheelhouse.prepare(sys.argv[1], Path("requirements/dev.txt"), Path(sys.argv[2]) / "wheels")
 PY
 hash=$( { cat ci/test-runner.Dockerfile "$context/dev.txt"; docker image inspect -f '{{.Id}}' "$base"; } \
   | sha256sum | cut -c1-12)

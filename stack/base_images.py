@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker.errors
-from filelock import FileLock
 
 from stack import harness_config
 from stack.docker_client import client, image_exists
+from stack.machine_locks import lock
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +108,6 @@ NGINX_EXPORTER = BaseImage(
 )
 ALL = (PYTHON, NGINX)
 OBSERVABILITY = (PROMETHEUS, NGINX_EXPORTER)
-
-
-def lock(name: str) -> FileLock:
-    """A machine-wide lock, so parallel workers and commands build a thing once."""
-    directory = Path(tempfile.gettempdir()) / "websocket-gateway-locks"
-    directory.mkdir(exist_ok=True)
-    # A build holds it for a minute or two; a holder stuck for 15 minutes is a failure.
-    return FileLock(str(directory / f"{name}.lock"), timeout=900)
 
 
 def _pull(reference: str) -> bool:

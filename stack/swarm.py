@@ -25,7 +25,8 @@ from pathlib import Path
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect
 
-from stack import base_images, compose_file, docker_host, harness_config, images
+from stack import compose_file, docker_host, harness_config, images
+from stack.machine_locks import lock
 from stack.ports import free_port
 from stack.waits import until
 
@@ -99,7 +100,7 @@ def hold_for_run(run: str) -> bool:
     ingress network, docker_gwbridge, iptables), which made stacks running beside it
     answer 502. Idempotent, so each pytest-xdist worker may call it.
     """
-    with base_images.lock("swarm"):
+    with lock("swarm"):
         created = init(created_by=f"{MADE_BY_A_RUN}{run}")
         docker("node", "update", "--label-add", f"{RUN_LABEL}.{run}=held", _node_id())
     return created
@@ -112,7 +113,7 @@ def release_for_run(run: str) -> bool:
     Call it after the run's last stack is down (it waits for any swarm deployment of
     another process to end: the same machine-wide lock).
     """
-    with base_images.lock("swarm"):
+    with lock("swarm"):
         labels = node_labels()
         mine = f"{RUN_LABEL}.{run}"
         if mine not in labels:
@@ -195,7 +196,7 @@ def deployed(
     when the block fails; raises if the host's swarm state did not come back. In a test
     run the swarm is the run's (:func:`hold_for_run`): it stays.
     """
-    with base_images.lock("swarm"):
+    with lock("swarm"):
         before = node_state()
         try:
             yield up(replicas, port or free_port(), settings)

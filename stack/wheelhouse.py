@@ -3,7 +3,8 @@
 The host's pip reaches PyPI (it trusts the local certificate authority); a build container
 does not. So we download, on the host, the wheels of ``server/requirements.txt`` for the
 base image's own Python and platform, hash-checked, into ``server/wheels/``, and the build
-installs from there with ``--no-index``.
+installs from there with ``--no-index``. One process at a time prepares a wheelhouse (a
+machine-wide lock): two downloading into one folder would collide.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from stack.containers import run_once
+from stack.machine_locks import lock
 
 PROBE = "import platform, sys; print('%d.%d' % sys.version_info[:2], platform.machine())"
 
@@ -28,6 +30,11 @@ def target_of(base_image: str) -> tuple[str, str]:
 
 def prepare(base_image: str, requirements: Path, wheels: Path) -> None:
     """Fill ``wheels`` with exactly the wheels ``requirements`` needs on ``base_image``."""
+    with lock("wheelhouse"):
+        _download(base_image, requirements, wheels)
+
+
+def _download(base_image: str, requirements: Path, wheels: Path) -> None:
     version, machine = target_of(base_image)
     tag = "cp" + version.replace(".", "")
     for wheel in wheels.glob("*.whl"):  # another Python's wheels would change the build context
