@@ -9,8 +9,8 @@ Parts: leanclient (a lean client), loadgen (client processes), baseline (the bar
 echo), resource_usage (container CPU and memory, the machine), settings (the command line,
 typed), setups (what is compared), stacks (the bench's own stacks), one module per phase
 (throughput, latency, idle_memory, capacity), all_phases (runs the phases in order),
-swarm_scaling (--swarm: the swarm stack at each replica count), bench_report (JSON,
-Markdown, SVG).
+swarm_scaling (--swarm: the swarm stack at each replica count), targets_met (issue #5's
+targets judged), bench_report (JSON, Markdown, SVG).
 Reports go to reports/bench/ (git-ignored).
 """
 
@@ -30,6 +30,16 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="measure throughput, latency and capacity against the bare websockets echo",
         description=__doc__.splitlines()[0],
     )
+    _selection_options(p)
+    _load_options(p)
+    _capacity_options(p)
+    _stack_options(p)
+    p.set_defaults(run=_run)
+    return p
+
+
+def _selection_options(p: argparse.ArgumentParser) -> None:
+    """Which phases and runs."""
     p.add_argument(
         "--phases",
         default="throughput,latency,memory,capacity,published",
@@ -43,6 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="only runs whose setup, target or name contains one of these words "
         "(e.g. nginx,baseline,workers2,replicas2,logging,asyncio)",
     )
+
+
+def _load_options(p: argparse.ArgumentParser) -> None:
+    """How long, how many rounds, and the load each run gets."""
     p.add_argument("--duration", type=float, default=4.0, help="measured seconds per run (4)")
     p.add_argument(
         "--rounds",
@@ -67,6 +81,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--latency-connections", type=int, default=100, help="latency: connections (100)"
     )
+
+
+def _capacity_options(p: argparse.ArgumentParser) -> None:
+    """The capacity phases' targets and the server's heartbeat."""
     p.add_argument(
         "--capacity",
         type=int,
@@ -92,6 +110,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=6000,
         help="published: idle connections to ramp to through 127.0.0.1:<port> (6000)",
     )
+
+
+def _stack_options(p: argparse.ArgumentParser) -> None:
+    """The stacks measured: extra settings, memory limits, the swarm."""
     p.add_argument(
         "--server-env",
         action="append",
@@ -121,8 +143,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--swarm-replicas", default="1,2,3", help="--swarm: server replica counts (1,2,3)"
     )
-    p.set_defaults(run=_run)
-    return p
 
 
 def _run(args: argparse.Namespace) -> int:

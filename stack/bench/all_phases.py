@@ -31,6 +31,7 @@ from stack.bench import (
     latency,
     resource_usage,
     stacks,
+    targets_met,
     throughput,
 )
 from stack.bench.loadgen import raise_fd_limit
@@ -107,7 +108,7 @@ class Bench:
                 self.results["published_capacity"] = capacity.run_published(session)
         self.results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
         machine["load_average_end"] = resource_usage.load_average()
-        self.results["targets"] = bench_report.targets(self.results)
+        self.results["targets"] = targets_met.evaluate(self.results)
         return self.results
 
     def _with_setup(

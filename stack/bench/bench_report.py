@@ -31,135 +31,9 @@ def curve(ordered: list[float]) -> list[tuple[float, float]]:
     return [(q, percentile(ordered, q) * 1e3) for q in CURVE_POINTS]
 
 
-def _find(rows: list[dict], name: str) -> dict | None:
+def find_row(rows: list[dict], name: str) -> dict | None:
+    """The row called ``name``, or None."""
     return next((r for r in rows if r["name"] == name), None)
-
-
-def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target of issue #5: the measured figure, whether it is met, what it was."""
-    out: list[dict[str, Any]] = []
-    rows = results.get("throughput", [])
-    base = _find(rows, "bare websockets echo (asyncio)")
-    direct = _find(rows, "gateway direct")
-    via = _find(rows, "gateway via NGINX")
-    logging_on = _find(rows, "gateway direct, message logging on")
-    if base and direct:
-        ratio = direct["messages_per_s"] / base["messages_per_s"]
-        out.append(
-            {
-                "target": "gateway direct >= 1.0x bare websockets echo (asyncio), logging off",
-                "figure": f"{ratio:.3f}x ({direct['messages_per_s']:,.0f} vs {base['messages_per_s']:,.0f} msg/s)",
-                "met": ratio >= 1.0,
-            }
-        )
-    via_logging = _find(rows, "gateway via NGINX, message logging on")
-    for path, off, on in (("direct", direct, logging_on), ("via NGINX", via, via_logging)):
-        if off and on:
-            ratio = on["messages_per_s"] / off["messages_per_s"]
-            out.append(
-                {
-                    "target": f"message logging on >= 0.6x logging off, {path} (Docker's log driver)",
-                    "figure": f"{ratio:.2f}x ({on['messages_per_s']:,.0f} vs {off['messages_per_s']:,.0f} msg/s)",
-                    "met": ratio >= 0.6,
-                }
-            )
-    published = _find(rows, "gateway via NGINX's published port (docker-proxy)")
-    host_network = _find(rows, "gateway via NGINX on the host's network (no docker-proxy)")
-    for target, row, reference in (
-        ("published port (docker-proxy) vs NGINX's own address", published, via),
-        (
-            "host networking (docker-compose.host-network.yaml) vs the published port",
-            host_network,
-            published,
-        ),
-    ):
-        if row and reference:
-            ratio = row["messages_per_s"] / reference["messages_per_s"]
-            out.append(
-                {
-                    "target": f"{target} (stated)",
-                    "figure": f"{ratio:.2f}x ({row['messages_per_s']:,.0f} vs {reference['messages_per_s']:,.0f} msg/s)",
-                    "met": None,
-                }
-            )
-    mem = results.get("memory") or {}
-    limits = {"gateway direct": ("server", 16), "NGINX (its own cgroup)": ("nginx", 20)}
-    for row in mem.get("rows", []):
-        if row["name"] in limits:
-            role, kib = limits[row["name"]]
-            per = row["bytes_per_connection"] / 1024
-            out.append(
-                {
-                    "target": f"memory per idle connection, {role} < {kib} KiB ({mem['connections']:,} idle)",
-                    "figure": f"{per:.1f} KiB (cgroup), {row['anon_bytes_per_connection'] / 1024:.1f} KiB (RssAnon)",
-                    "met": per < kib,
-                }
-            )
-    pub = results.get("published_capacity")
-    if pub and "held" in pub:
-        out.append(
-            {
-                "target": f"idle connections through the published port, up to {pub['target']:,} (stated)",
-                "figure": f"{pub['held']:,} held; port answers afterwards: "
-                f"{'yes' if pub['port_answers_after_close'] else 'NO'}; {pub.get('limit') or 'no limit hit'}",
-                "met": None,
-            }
-        )
-    if direct and via:
-        ratio = via["messages_per_s"] / direct["messages_per_s"]
-        out.append(
-            {
-                "target": "via NGINX >= 0.7x gateway direct",
-                "figure": f"{ratio:.3f}x ({via['messages_per_s']:,.0f} vs {direct['messages_per_s']:,.0f} msg/s)",
-                "met": ratio >= 0.7,
-            }
-        )
-    lat = _find(results.get("latency", []), "gateway via NGINX")
-    if lat:
-        out.append(
-            {
-                "target": f"p99 < 2 ms via NGINX at {lat['rate']:,}/s, {lat['connections']} connections, {lat['size']} B",
-                "figure": f"p99 {lat['p99_ms']:.2f} ms (p50 {lat['p50_ms']:.2f}, p99.9 {lat['p999_ms']:.2f}, max {lat['max_ms']:.1f})",
-                "met": lat["p99_ms"] < 2.0,
-            }
-        )
-    cap = results.get("capacity")
-    if cap and "held" in cap:
-        ok = (
-            cap["held"] >= 20000
-            and cap.get("sample_failed", 1) == 0
-            and not any(cap.get("oom_kills", {}).values())
-        )
-        out.append(
-            {
-                "target": "20,000 connections held via NGINX with heartbeats, sample echoes",
-                "figure": f"{cap['held']:,} held, {cap['pings_during_hold']:,} pings answered, "
-                f"sample {cap['sample_ok']}/{cap['sample_ok'] + cap['sample_failed']} echoed",
-                "met": ok,
-            }
-        )
-        for role in ("server", "nginx"):
-            per = cap[f"{role}_bytes_per_connection"] / 1024
-            out.append(
-                {
-                    "target": f"memory per idle connection at capacity, {role} (stated)",
-                    "figure": f"{per:.1f} KiB (cgroup), {cap[f'{role}_anon_bytes_per_connection'] / 1024:.1f} KiB (RssAnon)",
-                    "met": None,
-                }
-            )
-    scale = [r for r in rows if "WS_WORKERS=2" in r["name"] or "replicas" in r["name"]]
-    for row in scale:
-        ref = direct if row["via"] == "direct" else via
-        if ref:
-            out.append(
-                {
-                    "target": f"use both cores: {row['name']}",
-                    "figure": f"{row['messages_per_s'] / ref['messages_per_s']:.2f}x of one process "
-                    f"({row['messages_per_s']:,.0f} msg/s)",
-                    "met": None,
-                }
-            )
-    return out
 
 
 def _cpu(cpu: dict[str, float]) -> str:
@@ -176,8 +50,24 @@ def _throttled(throttled: dict[str, float]) -> str:
 
 
 def markdown(results: dict[str, Any]) -> str:
+    """The whole report in Markdown: the machine, then each phase's table, the targets."""
+    lines = [
+        *_machine_section(results),
+        *_throughput_section(results),
+        *_latency_section(results),
+        *_memory_section(results),
+        *_capacity_section(results),
+        *_published_section(results),
+        *_targets_section(results),
+    ]
+    for note in results.get("notes", []):
+        lines.append(f"- {note}")
+    return "\n".join(lines) + "\n"
+
+
+def _machine_section(results: dict[str, Any]) -> list[str]:
+    """Where and with what settings the figures were measured."""
     m = results.get("machine", {})
-    s = results.get("settings", {})
     lines = [
         f"# websocket-gateway bench, {results.get('started', '')}",
         "",
@@ -196,6 +86,13 @@ def markdown(results: dict[str, Any]) -> str:
         + " unless a row says otherwise.",
         "",
     ]
+    return lines
+
+
+def _throughput_section(results: dict[str, Any]) -> list[str]:
+    """Messages per second of each run, against the bare echo."""
+    s = results.get("settings", {})
+    lines: list[str] = []
     rows = results.get("throughput", [])
     if rows:
         lines += [
@@ -207,7 +104,7 @@ def markdown(results: dict[str, Any]) -> str:
             "| run | msg/s | MB/s | vs bare (asyncio) | client CPU | server / NGINX / host CPU | each round | errors |",
             "| --- | ---: | ---: | ---: | ---: | --- | --- | --- |",
         ]
-        base = _find(rows, "bare websockets echo (asyncio)")
+        base = find_row(rows, "bare websockets echo (asyncio)")
         for r in rows:
             ratio = f"{r['messages_per_s'] / base['messages_per_s']:.2f}x" if base else "-"
             problems = r["failed_connections"] + r["mismatches"] + r["lost"]
@@ -232,6 +129,13 @@ def markdown(results: dict[str, Any]) -> str:
             "machine, Docker's own included)."
         )
         lines.append("")
+    return lines
+
+
+def _latency_section(results: dict[str, Any]) -> list[str]:
+    """Round-trip percentiles of each run, and the plot."""
+    s = results.get("settings", {})
+    lines: list[str] = []
     lat = results.get("latency", [])
     if lat:
         lines += [
@@ -248,6 +152,12 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{_cpu(r['cpu'])} | {' / '.join(f'{x:.2f}' for x in r.get('rounds_p99_ms', []))} |"
             )
         lines += ["", "![latency percentiles](latency.svg)", ""]
+    return lines
+
+
+def _memory_section(results: dict[str, Any]) -> list[str]:
+    """Memory per idle connection."""
+    lines: list[str] = []
     mem = results.get("memory")
     if mem and mem.get("rows"):
         lines += [
@@ -262,6 +172,12 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{r['anon_bytes_per_connection'] / 1024:.1f} KiB | {r['sample_ok']} |"
             )
         lines.append("")
+    return lines
+
+
+def _capacity_section(results: dict[str, Any]) -> list[str]:
+    """Idle connections held through NGINX, step by step."""
+    lines: list[str] = []
     cap = results.get("capacity")
     if cap and "held" in cap:
         lines += [
@@ -308,6 +224,12 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{', ' + str(step.get('retried_ok', 0)) + ' passed on retry' if step['failed'] else ''} |"
             )
         lines.append("")
+    return lines
+
+
+def _published_section(results: dict[str, Any]) -> list[str]:
+    """Idle connections through the published port, step by step."""
+    lines: list[str] = []
     pub = results.get("published_capacity")
     if pub and "held" in pub:
         lines += [
@@ -324,6 +246,12 @@ def markdown(results: dict[str, Any]) -> str:
         for step in pub["steps"]:
             lines.append(f"| {step['connections']:,} | {step['failed']} {step['errors'] or ''} |")
         lines.append("")
+    return lines
+
+
+def _targets_section(results: dict[str, Any]) -> list[str]:
+    """Each target, its figure, whether it is met."""
+    lines: list[str] = []
     tg = results.get("targets", [])
     if tg:
         lines += ["## Targets", "", "| target | measured | met |", "| --- | --- | --- |"]
@@ -331,9 +259,7 @@ def markdown(results: dict[str, Any]) -> str:
             met = "n/a" if t["met"] is None else ("yes" if t["met"] else "**no**")
             lines.append(f"| {t['target']} | {t['figure']} | {met} |")
         lines.append("")
-    for note in results.get("notes", []):
-        lines.append(f"- {note}")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def svg(results: dict[str, Any]) -> str:
