@@ -92,173 +92,173 @@ def _machine_section(results: dict[str, Any]) -> list[str]:
 def _throughput_section(results: dict[str, Any]) -> list[str]:
     """Messages per second of each run, against the bare echo."""
     s = results.get("settings", {})
-    lines: list[str] = []
     rows = results.get("throughput", [])
-    if rows:
-        lines += [
-            f"## Throughput: {s.get('connections')} connections, {s.get('size')} B "
-            f"{'text' if s.get('text') else 'binary'} messages, {s.get('inflight')} in flight each, "
-            f"{s.get('duration')} s after {s.get('warmup')} s warm-up, {s.get('clients')} client processes; "
-            f"median of {s.get('rounds', 1)} rounds taken in turn",
-            "",
-            "| run | msg/s | MB/s | vs bare (asyncio) | client CPU | server / NGINX / host CPU | each round | errors |",
-            "| --- | ---: | ---: | ---: | ---: | --- | --- | --- |",
-        ]
-        base = find_row(rows, "bare websockets echo (asyncio)")
-        for r in rows:
-            ratio = f"{r['messages_per_s'] / base['messages_per_s']:.2f}x" if base else "-"
-            problems = r["failed_connections"] + r["mismatches"] + r["lost"]
-            errs = (
-                "none"
-                if not problems and not r["errors"]
-                else (
-                    f"{r['failed_connections']} failed, {r['mismatches']} mismatched, {r['lost']} lost {r['errors'] or ''}"
-                )
+    if not rows:
+        return []
+    lines = [
+        f"## Throughput: {s.get('connections')} connections, {s.get('size')} B "
+        f"{'text' if s.get('text') else 'binary'} messages, {s.get('inflight')} in flight each, "
+        f"{s.get('duration')} s after {s.get('warmup')} s warm-up, {s.get('clients')} client processes; "
+        f"median of {s.get('rounds', 1)} rounds taken in turn",
+        "",
+        "| run | msg/s | MB/s | vs bare (asyncio) | client CPU | server / NGINX / host CPU | each round | errors |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- | --- |",
+    ]
+    base = find_row(rows, "bare websockets echo (asyncio)")
+    for r in rows:
+        ratio = f"{r['messages_per_s'] / base['messages_per_s']:.2f}x" if base else "-"
+        problems = r["failed_connections"] + r["mismatches"] + r["lost"]
+        errs = (
+            "none"
+            if not problems and not r["errors"]
+            else (
+                f"{r['failed_connections']} failed, {r['mismatches']} mismatched, {r['lost']} lost {r['errors'] or ''}"
             )
-            lines.append(
-                f"| {r['name']} | {r['messages_per_s']:,.0f} | {r['mb_per_s']:.1f} | {ratio} | "
-                f"{r['client_cpu']:.0%} | {_cpu(r['cpu'])}{_throttled(r.get('throttled', {}))} | "
-                f"{' / '.join(f'{x:,}' for x in r.get('rounds', []))} | {errs} |"
-            )
-        lines.append("")
-        lines.append(
-            "MB/s counts echoed payload bytes received by the clients. CPU is a share of one "
-            "core over the measured window: cgroup CPU time for containers, process time for "
-            "the client processes, /proc/stat for the whole host (all cores: 200% is both "
-            "busy; what the host adds beyond client, server and NGINX is other work on the "
-            "machine, Docker's own included)."
         )
-        lines.append("")
+        lines.append(
+            f"| {r['name']} | {r['messages_per_s']:,.0f} | {r['mb_per_s']:.1f} | {ratio} | "
+            f"{r['client_cpu']:.0%} | {_cpu(r['cpu'])}{_throttled(r.get('throttled', {}))} | "
+            f"{' / '.join(f'{x:,}' for x in r.get('rounds', []))} | {errs} |"
+        )
+    lines.append("")
+    lines.append(
+        "MB/s counts echoed payload bytes received by the clients. CPU is a share of one "
+        "core over the measured window: cgroup CPU time for containers, process time for "
+        "the client processes, /proc/stat for the whole host (all cores: 200% is both "
+        "busy; what the host adds beyond client, server and NGINX is other work on the "
+        "machine, Docker's own included)."
+    )
+    lines.append("")
     return lines
 
 
 def _latency_section(results: dict[str, Any]) -> list[str]:
     """Round-trip percentiles of each run, and the plot."""
     s = results.get("settings", {})
-    lines: list[str] = []
     lat = results.get("latency", [])
-    if lat:
-        lines += [
-            f"## Latency: {s.get('rate'):,} messages/s in total over {s.get('latency_connections')} "
-            f"connections, {s.get('size')} B, round trip as the client sees it; the round with the median p99 of {s.get('rounds', 1)}",
-            "",
-            "| run | achieved/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | client CPU | server / NGINX / host CPU | p99 of each round |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
-        ]
-        for r in lat:
-            lines.append(
-                f"| {r['name']} | {r['achieved_rate']:,.0f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
-                f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['max_ms']:.2f} | {r['client_cpu']:.0%} | "
-                f"{_cpu(r['cpu'])} | {' / '.join(f'{x:.2f}' for x in r.get('rounds_p99_ms', []))} |"
-            )
-        lines += ["", "![latency percentiles](latency.svg)", ""]
+    if not lat:
+        return []
+    lines = [
+        f"## Latency: {s.get('rate'):,} messages/s in total over {s.get('latency_connections')} "
+        f"connections, {s.get('size')} B, round trip as the client sees it; the round with the median p99 of {s.get('rounds', 1)}",
+        "",
+        "| run | achieved/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | client CPU | server / NGINX / host CPU | p99 of each round |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for r in lat:
+        lines.append(
+            f"| {r['name']} | {r['achieved_rate']:,.0f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
+            f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['max_ms']:.2f} | {r['client_cpu']:.0%} | "
+            f"{_cpu(r['cpu'])} | {' / '.join(f'{x:.2f}' for x in r.get('rounds_p99_ms', []))} |"
+        )
+    lines += ["", "![latency percentiles](latency.svg)", ""]
     return lines
 
 
 def _memory_section(results: dict[str, Any]) -> list[str]:
     """Memory per idle connection."""
-    lines: list[str] = []
     mem = results.get("memory")
-    if mem and mem.get("rows"):
-        lines += [
-            f"## Memory per idle connection ({mem['connections']:,} connections; NGINX's row counts NGINX only)",
-            "",
-            "| server | per connection (cgroup) | per connection (RssAnon) | sample echoed |",
-            "| --- | ---: | ---: | ---: |",
-        ]
-        for r in mem["rows"]:
-            lines.append(
-                f"| {r['name']} | {r['bytes_per_connection'] / 1024:.1f} KiB | "
-                f"{r['anon_bytes_per_connection'] / 1024:.1f} KiB | {r['sample_ok']} |"
-            )
-        lines.append("")
+    if not (mem and mem.get("rows")):
+        return []
+    lines = [
+        f"## Memory per idle connection ({mem['connections']:,} connections; NGINX's row counts NGINX only)",
+        "",
+        "| server | per connection (cgroup) | per connection (RssAnon) | sample echoed |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for r in mem["rows"]:
+        lines.append(
+            f"| {r['name']} | {r['bytes_per_connection'] / 1024:.1f} KiB | "
+            f"{r['anon_bytes_per_connection'] / 1024:.1f} KiB | {r['sample_ok']} |"
+        )
+    lines.append("")
     return lines
 
 
 def _capacity_section(results: dict[str, Any]) -> list[str]:
     """Idle connections held through NGINX, step by step."""
-    lines: list[str] = []
     cap = results.get("capacity")
-    if cap and "held" in cap:
-        lines += [
-            f"## Capacity: idle connections through NGINX ({cap['setup']})",
-            "",
-            f"Target {cap['target']:,}; reached {cap['reached']:,}; held {cap['held']:,} for "
-            f"{cap['hold_seconds']:.0f} s with {cap['pings_during_hold']:,} heartbeat pings answered; "
-            f"sample of {cap['sample_ok'] + cap['sample_failed']:,} connections: {cap['sample_ok']:,} echoed intact. "
-            f"Limit: {cap.get('limit') or 'none hit (target reached)'}. "
-            f"Processes killed for memory: {cap.get('oom_kills', {})}.",
-            "",
-            "| | idle | at the end | per connection (cgroup) | per connection (RssAnon) | container limit |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for role in ("server", "nginx"):
-            lines.append(
-                f"| {role} | {cap['idle_memory'][role] / 2**20:.1f} MiB | {cap['memory'][role] / 2**20:.1f} MiB | "
-                f"{cap[f'{role}_bytes_per_connection'] / 1024:.1f} KiB | "
-                f"{cap[f'{role}_anon_bytes_per_connection'] / 1024:.1f} KiB | "
-                f"{cap['memory_limits'][role] / 2**20:.0f} MiB |"
-            )
-        compose = cap.get("compose_memory_limits", {})
-        raised = [k for k, v in compose.items() if v != cap["memory_limits"].get(k)]
-        if raised:
-            lines += [
-                "",
-                "Memory limit raised for this run (docker update) to fit the target: "
-                + ", ".join(
-                    f"{k} {compose[k] / 2**20:.0f} MiB (compose) to "
-                    f"{cap['memory_limits'][k] / 2**20:.0f} MiB"
-                    for k in raised
-                )
-                + ".",
-            ]
+    if not (cap and "held" in cap):
+        return []
+    lines = [
+        f"## Capacity: idle connections through NGINX ({cap['setup']})",
+        "",
+        f"Target {cap['target']:,}; reached {cap['reached']:,}; held {cap['held']:,} for "
+        f"{cap['hold_seconds']:.0f} s with {cap['pings_during_hold']:,} heartbeat pings answered; "
+        f"sample of {cap['sample_ok'] + cap['sample_failed']:,} connections: {cap['sample_ok']:,} echoed intact. "
+        f"Limit: {cap.get('limit') or 'none hit (target reached)'}. "
+        f"Processes killed for memory: {cap.get('oom_kills', {})}.",
+        "",
+        "| | idle | at the end | per connection (cgroup) | per connection (RssAnon) | container limit |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for role in ("server", "nginx"):
+        lines.append(
+            f"| {role} | {cap['idle_memory'][role] / 2**20:.1f} MiB | {cap['memory'][role] / 2**20:.1f} MiB | "
+            f"{cap[f'{role}_bytes_per_connection'] / 1024:.1f} KiB | "
+            f"{cap[f'{role}_anon_bytes_per_connection'] / 1024:.1f} KiB | "
+            f"{cap['memory_limits'][role] / 2**20:.0f} MiB |"
+        )
+    compose = cap.get("compose_memory_limits", {})
+    raised = [k for k, v in compose.items() if v != cap["memory_limits"].get(k)]
+    if raised:
         lines += [
             "",
-            "| connections | server MiB | NGINX MiB | failed in step |",
-            "| ---: | ---: | ---: | --- |",
-        ]
-        for step in cap["steps"]:
-            lines.append(
-                f"| {step['connections']:,} | {step['server_bytes'] / 2**20:.1f} | "
-                f"{step['nginx_bytes'] / 2**20:.1f} | {step['failed']} {step['errors'] or ''}"
-                f"{', ' + str(step.get('retried_ok', 0)) + ' passed on retry' if step['failed'] else ''} |"
+            "Memory limit raised for this run (docker update) to fit the target: "
+            + ", ".join(
+                f"{k} {compose[k] / 2**20:.0f} MiB (compose) to "
+                f"{cap['memory_limits'][k] / 2**20:.0f} MiB"
+                for k in raised
             )
-        lines.append("")
+            + ".",
+        ]
+    lines += [
+        "",
+        "| connections | server MiB | NGINX MiB | failed in step |",
+        "| ---: | ---: | ---: | --- |",
+    ]
+    for step in cap["steps"]:
+        lines.append(
+            f"| {step['connections']:,} | {step['server_bytes'] / 2**20:.1f} | "
+            f"{step['nginx_bytes'] / 2**20:.1f} | {step['failed']} {step['errors'] or ''}"
+            f"{', ' + str(step.get('retried_ok', 0)) + ' passed on retry' if step['failed'] else ''} |"
+        )
+    lines.append("")
     return lines
 
 
 def _published_section(results: dict[str, Any]) -> list[str]:
     """Idle connections through the published port, step by step."""
-    lines: list[str] = []
     pub = results.get("published_capacity")
-    if pub and "held" in pub:
-        lines += [
-            f"## Capacity: idle connections through NGINX's published port 127.0.0.1:{pub['port']}",
-            "",
-            f"Target {pub['target']:,}; reached {pub['reached']:,}; {pub['held']:,} still open at the end. "
-            f"Limit: {pub.get('limit') or 'none hit (target reached)'}. A new connection through the port "
-            f"echoed while they were open: {'yes' if pub['port_answers'] else 'no'}; after they closed: "
-            f"{'yes' if pub['port_answers_after_close'] else 'no'}.",
-            "",
-            "| connections | failed in step |",
-            "| ---: | --- |",
-        ]
-        for step in pub["steps"]:
-            lines.append(f"| {step['connections']:,} | {step['failed']} {step['errors'] or ''} |")
-        lines.append("")
+    if not (pub and "held" in pub):
+        return []
+    lines = [
+        f"## Capacity: idle connections through NGINX's published port 127.0.0.1:{pub['port']}",
+        "",
+        f"Target {pub['target']:,}; reached {pub['reached']:,}; {pub['held']:,} still open at the end. "
+        f"Limit: {pub.get('limit') or 'none hit (target reached)'}. A new connection through the port "
+        f"echoed while they were open: {'yes' if pub['port_answers'] else 'no'}; after they closed: "
+        f"{'yes' if pub['port_answers_after_close'] else 'no'}.",
+        "",
+        "| connections | failed in step |",
+        "| ---: | --- |",
+    ]
+    for step in pub["steps"]:
+        lines.append(f"| {step['connections']:,} | {step['failed']} {step['errors'] or ''} |")
+    lines.append("")
     return lines
 
 
 def _targets_section(results: dict[str, Any]) -> list[str]:
     """Each target, its figure, whether it is met."""
-    lines: list[str] = []
     tg = results.get("targets", [])
-    if tg:
-        lines += ["## Targets", "", "| target | measured | met |", "| --- | --- | --- |"]
-        for t in tg:
-            met = "n/a" if t["met"] is None else ("yes" if t["met"] else "**no**")
-            lines.append(f"| {t['target']} | {t['figure']} | {met} |")
-        lines.append("")
+    if not tg:
+        return []
+    lines = ["## Targets", "", "| target | measured | met |", "| --- | --- | --- |"]
+    for t in tg:
+        met = "n/a" if t["met"] is None else ("yes" if t["met"] else "**no**")
+        lines.append(f"| {t['target']} | {t['figure']} | {met} |")
+    lines.append("")
     return lines
 
 
