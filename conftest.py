@@ -12,19 +12,15 @@ a stack, and leaves it once, after the last stack is down, only if the run made 
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
+from stack import harness_config
+
 LAYERS = ("unit", "integration", "e2e", "scenario", "load", "lint")
-# One id per test run, set by the controller (or the only process) and inherited by
-# pytest-xdist's workers: the run's hold on the swarm is named by it.
-RUN_ENV = "WSGW_TEST_RUN"
-COVERAGE_MIN = 90  # percent of server/ (branches too) a whole-suite run must cover
 
 
 def whole_suite(config: pytest.Config) -> bool:
@@ -38,13 +34,15 @@ def whole_suite(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput"):
         return
-    os.environ[RUN_ENV] = uuid.uuid4().hex[:12]
+    # One id per test run, made by the controller (or the only process) and inherited by
+    # pytest-xdist's workers: the run's hold on the swarm is named by it.
+    harness_config.begin_test_run()
     # The coverage gate, for `pytest -n auto` as for `make test`. pytest-cov reads its gate
     # from the command line or coverage's own fail_under, both of which would also fail a
     # run of one layer; its plugin's options are set instead (checked with pytest-cov 7.1).
     cov = config.pluginmanager.get_plugin("_cov")
     if cov is not None and whole_suite(config) and not cov.options.cov_fail_under:
-        cov.options.cov_fail_under = float(os.environ.get("COVERAGE_MIN", COVERAGE_MIN))
+        cov.options.cov_fail_under = harness_config.current().coverage_min
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -78,7 +76,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if any(item.get_closest_marker("swarm") for item in session.items) and _docker_answers():
         from stack import swarm
 
-        swarm.hold_for_run(os.environ[RUN_ENV])
+        swarm.hold_for_run(harness_config.current().test_run)
 
 
 @pytest.hookimpl(trylast=True)  # after the session's fixtures (and stacks) are torn down
@@ -88,8 +86,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     from stack import swarm
 
-    if swarm.release_for_run(os.environ[RUN_ENV]):
-        print(f"\nleft the swarm this test run made ({RUN_ENV}={os.environ[RUN_ENV]})")
+    run = harness_config.current().test_run
+    if swarm.release_for_run(run):
+        print(f"\nleft the swarm this test run made ({harness_config.TEST_RUN}={run})")
 
 
 @pytest.fixture(scope="session")
@@ -100,9 +99,7 @@ def docker_ready() -> None:
     try:
         client()
     except DockerUnavailable as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs Docker: {e}", pytrace=False)
-        pytest.skip(f"Docker is not available here: {e}")
+        harness_config.current().unavailable("Docker", str(e))
 
 
 @pytest.fixture(scope="session")

@@ -17,27 +17,30 @@ root=$(pwd)
 # (PIP_NO_INDEX below: the wheelhouse check there finds everything in place).
 .venv/bin/python -m stack images >/dev/null
 base=$(.venv/bin/python -c 'from stack import base_images as b; print(b.resolve(b.PYTHON))')
-locks=$(.venv/bin/python -c 'from stack import base_images as b; print(b.lock("x").lock_file.rsplit("/", 1)[0])')
+locks=$(.venv/bin/python -c 'from stack import machine_locks; print(machine_locks.DIRECTORY)')
 
-# The runner's own wheelhouse for its Python (a build container may not reach PyPI), and
-# the lock it installs; the tag is a hash of all that goes in, so an unchanged runner is
-# reused.
-cp requirements/dev.txt runner/dev.txt
-.venv/bin/python - "$base" <<'PY'
+# The runner image (ci/test-runner.Dockerfile) is built from a context of its own under
+# .stack/ (git-ignored): the runner's wheelhouse for its Python (a build container may not
+# reach PyPI) and the lock it installs. The tag is a hash of all that goes in, so an
+# unchanged runner is reused.
+context=.stack/test-runner
+mkdir -p "$context"
+cp requirements/dev.txt "$context/dev.txt"
+.venv/bin/python - "$base" "$context" <<'PY'
 import sys
 from pathlib import Path
 
-from stack import base_images, wheelhouse
+from stack import wheelhouse
 
-with base_images.lock("runner-wheelhouse"):
-    wheelhouse.prepare(sys.argv[1], Path("requirements/dev.txt"), Path("runner/wheels"))
+wheelhouse.prepare(sys.argv[1], Path("requirements/dev.txt"), Path(sys.argv[2]) / "wheels")
 PY
-hash=$( { cat runner/Dockerfile runner/dev.txt; docker image inspect -f '{{.Id}}' "$base"; } \
+hash=$( { cat ci/test-runner.Dockerfile "$context/dev.txt"; docker image inspect -f '{{.Id}}' "$base"; } \
   | sha256sum | cut -c1-12)
 tag=websocket-gateway/test-runner:$hash
 if ! docker image inspect "$tag" >/dev/null 2>&1; then
   echo "building $tag ..."
-  DOCKER_BUILDKIT=0 docker build --quiet --build-arg "BASE_IMAGE=$base" -t "$tag" runner >/dev/null
+  DOCKER_BUILDKIT=0 docker build --quiet --build-arg "BASE_IMAGE=$base" -t "$tag" \
+    -f ci/test-runner.Dockerfile "$context" >/dev/null
 fi
 
 [ $# -gt 0 ] || set -- tests/integration tests/e2e tests/scenarios tests/load

@@ -20,25 +20,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker.errors
-from filelock import FileLock
 
+from stack import harness_config
 from stack.docker_client import client, image_exists
+from stack.machine_locks import lock
 
 log = logging.getLogger(__name__)
 
 RECIPE_LABEL = "io.websocket-gateway.base-recipe"
-PULL_SETTING = "WSGW_PULL_BASE_IMAGES"  # "1": pull official base images even when present
-DEBIAN_MIRROR = os.environ.get("DEBIAN_MIRROR", "https://deb.debian.org/debian")
+DEBIAN_MIRROR = harness_config.current().debian_mirror
 # Debian's archive keys: debootstrap checks the suite's Release signature with them, and every
 # package's hash against the Release (--force-check-gpg: never "Cannot check Release
 # signature; keyring file not available" and on).
-DEBIAN_KEYRING = os.environ.get("DEBIAN_KEYRING", "/usr/share/keyrings/debian-archive-keyring.gpg")
+DEBIAN_KEYRING = harness_config.current().debian_keyring
 # What the offline build needs on the host: debootstrap, the keyring and gpgv to verify what
 # it downloads, CA certificates for an https mirror.
 HOST_PACKAGES = ("debootstrap", "debian-archive-keyring", "gpgv", "ca-certificates")
 # sid is the first suite with NGINX >= 1.27.3 (the upstream `resolve` parameter) and a
 # Python >= 3.11; trixie's NGINX is 1.26 and bookworm's 1.22.
-DEBIAN_SUITE = os.environ.get("DEBIAN_SUITE", "sid")
+DEBIAN_SUITE = harness_config.current().debian_suite
 
 
 @dataclass(frozen=True)
@@ -110,14 +110,6 @@ ALL = (PYTHON, NGINX)
 OBSERVABILITY = (PROMETHEUS, NGINX_EXPORTER)
 
 
-def lock(name: str) -> FileLock:
-    """A machine-wide lock, so parallel workers and commands build a thing once."""
-    directory = Path(tempfile.gettempdir()) / "websocket-gateway-locks"
-    directory.mkdir(exist_ok=True)
-    # A build holds it for a minute or two; a holder stuck for 15 minutes is a failure.
-    return FileLock(str(directory / f"{name}.lock"), timeout=900)
-
-
 def _pull(reference: str) -> bool:
     try:
         client().images.pull(reference)
@@ -134,7 +126,8 @@ def resolve(base: BaseImage) -> str:
     pullable; otherwise the official image (pulled again first with
     ``WSGW_PULL_BASE_IMAGES=1``); otherwise ours.
     """
-    wanted = os.environ.get(base.env_override)
+    config = harness_config.current()
+    wanted = config.base_images.get(base.env_override)
     if wanted:
         if image_exists(wanted) or _pull(wanted):
             return wanted
@@ -145,7 +138,7 @@ def resolve(base: BaseImage) -> str:
         # A tag moves with its security fixes; a copy present here (restored from CI's
         # cache, say) would otherwise be built on forever. WSGW_PULL_BASE_IMAGES=1 (CI's
         # image step) pulls it first; a registry that does not answer keeps the copy.
-        if os.environ.get(PULL_SETTING) == "1":
+        if config.pull_base_images:
             if _pull(base.official):
                 return base.official
             print(f"warning: cannot pull {base.official}; using the copy present, if any")
@@ -199,7 +192,7 @@ def _debootstrap() -> str:
                 print(f"installing {' '.join(HOST_PACKAGES)} (apt-get) ...", flush=True)
                 quiet = {
                     "stdout": subprocess.DEVNULL,
-                    "env": {**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+                    "env": harness_config.subprocess_env(DEBIAN_FRONTEND="noninteractive"),
                 }
                 subprocess.run(["apt-get", "update", "-qq"], check=True, **quiet)
                 subprocess.run(

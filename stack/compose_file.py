@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import resource
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from docker.types import LogConfig, Ulimit
+
+from stack import harness_config
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
@@ -46,9 +47,13 @@ def machine_settings() -> dict[str, str]:
     the engine shares on a local daemon.
     """
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    config = harness_config.current()
     settings = {}
-    for name, default in (("SERVER_NOFILE", 65536), ("NGINX_NOFILE", 131072)):
-        if name not in os.environ and hard != resource.RLIM_INFINITY and hard < default:
+    for name, chosen, default in (
+        ("SERVER_NOFILE", config.server_nofile, 65536),
+        ("NGINX_NOFILE", config.nginx_nofile, 131072),
+    ):
+        if chosen is None and hard != resource.RLIM_INFINITY and hard < default:
             settings[name] = str(hard)
     return settings
 
@@ -73,7 +78,7 @@ def config(project: Path = ROOT) -> dict[str, Any]:
                 "json",
             ],
             cwd=project,
-            env={**os.environ, **machine_settings()},
+            env=harness_config.subprocess_env(**machine_settings()),
             capture_output=True,
             text=True,
             timeout=60,

@@ -1,9 +1,11 @@
 """One running container of the stack, with the operations failure scenarios need.
 
-:meth:`Service.start` is the one way the harness starts a container: the gateway's server
-and NGINX, helper containers (stack/helper_containers.py), the bench's baseline and
-replicas. A Service reads its addresses and published ports once, after start and after
-each restart, network change or :meth:`Service.refresh`; reading them costs no Docker call.
+:meth:`Service.start` is the one way the harness starts a container that stays up: the
+gateway's server and NGINX, helper containers (stack/helper_containers.py), the bench's
+baseline and replicas. :func:`run_once` is the one way it runs a command in an image to
+its end (a probe of the base image's Python, promtool, a version). A Service reads its
+addresses and published ports once, after start and after each restart, network change or
+:meth:`Service.refresh`; reading them costs no Docker call.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import base64
 import json
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,8 @@ from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 
 from stack import docker_host
-from stack.waits import until
+from stack.docker_client import client
+from stack.waits import seconds, until
 
 
 def parse_json_lines(text: str) -> list[dict[str, Any]]:
@@ -48,6 +52,53 @@ def published_ports(attrs: dict[str, Any]) -> dict[int, int]:
         if protocol == "tcp" and bindings:
             ports[int(port)] = int(bindings[0]["HostPort"])
     return ports
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What a one-off container left: its exit code and its output."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        """stdout, then stderr."""
+        return self.stdout + self.stderr
+
+
+def run_once(
+    image: str,
+    command: Sequence[str],
+    *,
+    entrypoint: Sequence[str] | None = None,
+    volumes: Mapping[str, str] | None = None,
+    timeout: float = 120,
+) -> Finished:
+    """Run ``command`` in a new container of ``image`` until it exits; the container is
+    removed after, also when waiting fails.
+
+    No network. ``entrypoint`` replaces the image's (``[]``: none); None keeps it.
+    ``volumes`` ({host path: container path}) are read-only. ``timeout`` is in units
+    (stack/waits.py); past it, the wait raises and the container is removed.
+    """
+    container = client().containers.create(
+        image,
+        list(command),
+        entrypoint=None if entrypoint is None else list(entrypoint),
+        volumes={host: {"bind": path, "mode": "ro"} for host, path in (volumes or {}).items()},
+        network_mode="none",
+    )
+    try:
+        container.start()
+        code = container.wait(timeout=seconds(timeout))["StatusCode"]
+        stdout = container.logs(stdout=True, stderr=False).decode(errors="replace")
+        stderr = container.logs(stdout=False, stderr=True).decode(errors="replace")
+        return Finished(code, stdout, stderr)
+    finally:
+        with suppress(docker.errors.NotFound):
+            container.remove(force=True, v=True)
 
 
 class Service:
@@ -191,11 +242,6 @@ class Service:
         """Stop with the image's stop signal; return the exit code."""
         self.docker.stop(timeout=timeout)
         return self.inspect()["State"]["ExitCode"]
-
-    def start_again(self) -> None:
-        """Start a stopped container."""
-        self.docker.start()
-        self.refresh()
 
     def kill(self, signal: str = "SIGKILL") -> None:
         """Send ``signal`` to the container's main process."""

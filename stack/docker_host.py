@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import os
 
 from testcontainers.core.docker_client import DockerClient
 
+from stack import harness_config
+
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
-
-
-IN_CONTAINER = "WSGW_TESTS_IN_CONTAINER"  # set by ci/test-in-container.sh
 
 
 @functools.cache
@@ -35,7 +33,7 @@ def address() -> str:
     Docker host is reached on loopback; nothing but loopback is targeted unless asked.
     """
     docker = DockerClient()
-    if os.environ.get(IN_CONTAINER) != "1":
+    if not harness_config.current().in_container:  # ci/test-in-container.sh sets it
         host = docker.host()
         return "127.0.0.1" if host in LOOPBACK else host
     (config,) = docker.client.networks.get("bridge").attrs["IPAM"]["Config"][:1]

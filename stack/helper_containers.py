@@ -9,7 +9,6 @@
 They run the server image (python3 and websockets are in it) as its unprivileged user,
 start through :meth:`stack.containers.Service.start` like every container of the stack,
 and carry the stack's label: ``GatewayStack.down()`` removes them with the rest.
-(Not to be confused with stack/bench/usage.py, which reads figures from the kernel.)
 """
 
 from __future__ import annotations

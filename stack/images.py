@@ -2,13 +2,16 @@
 
 Unchanged code is never rebuilt: the tag is ``websocket-gateway/<name>:<hash>``, where the
 hash covers every file the build sees (after .dockerignore), the base image's id and the
-build arguments. Parallel pytest workers share one build through a file lock.
+build arguments. Parallel pytest workers share one build through a machine-wide lock.
+
+One path prepares a build, here and for ``docker compose build`` (:func:`env_for_compose`):
+:func:`build_args` resolves the base image (stack/base_images.py) and, on our offline base,
+prepares the server's wheelhouse (stack/wheelhouse.py, under its lock).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,9 +19,10 @@ from pathlib import Path
 
 from docker.utils.build import exclude_paths
 
-from stack import base_images, compose_file, wheelhouse
+from stack import base_images, compose_file, harness_config, wheelhouse
 from stack.base_images import BaseImage
 from stack.docker_client import client, image_exists
+from stack.machine_locks import lock
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,28 +62,30 @@ def context_digest(context: Path, extra: str = "") -> str:
     return digest.hexdigest()[:12]
 
 
-def build_args(app: AppImage, base_ref: str) -> dict[str, str]:
-    """The build arguments for ``app`` on ``base_ref``; offline bases install from wheels."""
+def build_args(app: AppImage) -> dict[str, str]:
+    """``app``'s build arguments, with what they name in place: ``BASE_IMAGE`` resolved
+    (built offline if need be) and, for the server on our offline base, which installs from
+    wheels only (``WHEELS_ONLY=1``), its wheelhouse prepared."""
+    base_ref = base_images.resolve(app.base)
     args = {"BASE_IMAGE": base_ref}
     if app is SERVER:
-        args["WHEELS_ONLY"] = "1" if base_ref == app.base.own_tag else "0"
+        offline = base_ref == app.base.own_tag
+        args["WHEELS_ONLY"] = "1" if offline else "0"
+        if offline:
+            wheelhouse.prepare(base_ref, app.context / "requirements.txt", app.context / "wheels")
     return args
 
 
 def ensure(app: AppImage) -> str:
     """Return the tag of ``app``'s image for the current code, building it if need be."""
-    base_ref = base_images.resolve(app.base)
-    args = build_args(app, base_ref)
-    if args.get("WHEELS_ONLY") == "1":
-        with base_images.lock("wheelhouse"):
-            wheelhouse.prepare(base_ref, app.context / "requirements.txt", app.context / "wheels")
-    base_id = client().images.get(base_ref).id
+    args = build_args(app)
+    base_id = client().images.get(args["BASE_IMAGE"]).id
     digest = context_digest(app.context, base_id + repr(sorted(args.items())))
     tag = f"websocket-gateway/{app.name}:{digest}"
-    with base_images.lock(f"image-{app.name}"):
+    with lock(f"image-{app.name}"):
         if not image_exists(tag):
             started = time.monotonic()
-            print(f"building {tag} on {base_ref} ...", flush=True)
+            print(f"building {tag} on {args['BASE_IMAGE']} ...", flush=True)
             _build(app, tag, args)
             print(f"built {tag} in {time.monotonic() - started:.0f} s", flush=True)
     return tag
@@ -107,7 +113,7 @@ def ensure_on_server(context: Path, server_tag: str) -> str:
     gateway, like examples/broadcast_room. Tagged by content, as the others."""
     name = context.name.replace("_", "-")
     tag = f"websocket-gateway/{name}:{context_digest(context, server_tag)}"
-    with base_images.lock(f"image-{name}"):
+    with lock(f"image-{name}"):
         if not image_exists(tag):
             app = AppImage(name, context, SERVER.base)
             _build(app, tag, {"SERVER_IMAGE": server_tag})
@@ -116,15 +122,15 @@ def ensure_on_server(context: Path, server_tag: str) -> str:
 
 def ensure_all() -> dict[str, str]:
     """Build (or find) both images; return {"server": tag, "nginx": tag}."""
-    # The two base images (half a minute each to build offline) are independent.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(base_images.resolve, (SERVER.base, NGINX.base)))
-    return {app.name: ensure(app) for app in (SERVER, NGINX)}
+    # The two (and their base images, half a minute each to build offline) are independent.
+    apps = (SERVER, NGINX)
+    with ThreadPoolExecutor(max_workers=len(apps)) as pool:
+        return {app.name: tag for app, tag in zip(apps, pool.map(ensure, apps), strict=True)}
 
 
 def observability_wanted() -> bool:
     """True when Compose will start the observability profile (COMPOSE_PROFILES names it)."""
-    profiles = os.environ.get("COMPOSE_PROFILES", "").replace(" ", "").split(",")
+    profiles = harness_config.current().compose_profiles
     return "observability" in profiles or "*" in profiles
 
 
@@ -139,12 +145,7 @@ def env_for_compose(observability: bool | None = None) -> dict[str, str]:
         observability = observability_wanted()
     apps = (SERVER, NGINX, *(OBSERVABILITY if observability else ()))
     for app in apps:
-        base_ref = base_images.resolve(app.base)
-        env[app.base.env_override] = base_ref
-        if app is SERVER:
-            env["WHEELS_ONLY"] = build_args(app, base_ref)["WHEELS_ONLY"]
-            if env["WHEELS_ONLY"] == "1":
-                wheelhouse.prepare(
-                    base_ref, app.context / "requirements.txt", app.context / "wheels"
-                )
+        args = build_args(app)
+        env[app.base.env_override] = args.pop("BASE_IMAGE")
+        env.update(args)  # WHEELS_ONLY
     return env

@@ -16,7 +16,6 @@ import asyncio
 import html
 import json
 import math
-import os
 import subprocess
 import tempfile
 import time
@@ -27,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from stack import compose_file, docker_host, images
+from stack import compose_file, docker_host, harness_config, images
 from stack.compose_file import COMPOSE_FILE, ROOT
 from stack.ports import free_port
 from stack.waits import until
@@ -57,19 +56,18 @@ def profile(scrape_interval: str = "1s", **settings: str) -> Iterator[tuple[int,
     """
     name = f"wsgw-observe-{uuid.uuid4().hex[:8]}"
     gateway_port, prometheus_port = free_port(), free_port()
-    env = {
-        **os.environ,
+    env = harness_config.subprocess_env(
         **images.env_for_compose(observability=True),
-        "COMPOSE_PROFILES": "observability",
-        "GATEWAY_BIND": docker_host.publish_address(),
-        "SERVER_NAMES": docker_host.server_names(),
-        "PROMETHEUS_BIND": docker_host.publish_address(),
-        "GATEWAY_PORT": str(gateway_port),
-        "PROMETHEUS_PORT": str(prometheus_port),
-        "PROMETHEUS_SCRAPE_INTERVAL": scrape_interval,
-        "DOCKER_BUILDKIT": "0",
+        COMPOSE_PROFILES="observability",
+        GATEWAY_BIND=docker_host.publish_address(),
+        SERVER_NAMES=docker_host.server_names(),
+        PROMETHEUS_BIND=docker_host.publish_address(),
+        GATEWAY_PORT=str(gateway_port),
+        PROMETHEUS_PORT=str(prometheus_port),
+        PROMETHEUS_SCRAPE_INTERVAL=scrape_interval,
+        DOCKER_BUILDKIT="0",
         **settings,
-    }
+    )
     base = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", name]
     try:
         up = subprocess.run(
@@ -211,7 +209,7 @@ def screenshot(page_html: str, png: Path, size: str = "1010,600") -> None:
         source.write_text(page_html)
         subprocess.run(
             [
-                os.environ.get("CHROMIUM_BINARY", "chromium"),  # as ci/setup.sh
+                harness_config.current().chromium_binary,
                 "--headless=new",
                 "--no-sandbox",
                 "--hide-scrollbars",

@@ -17,26 +17,28 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import tenacity
+from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect
 
-from stack import base_images, compose_file, docker_host, images
+from stack import compose_file, docker_host, harness_config, images
+from stack.machine_locks import lock
 from stack.ports import free_port
+from stack.waits import until
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK_FILE = ROOT / "deploy" / "swarm" / "stack.yaml"
-STACK = os.environ.get("WSGW_SWARM_STACK", "wsgw")
+STACK = harness_config.current().swarm_stack
 CREATED_LABEL = "wsgw.created-by"  # node label set when `up` initialised the swarm
 RUN_LABEL = "wsgw.test-run"  # one node label per test run holding the swarm: <prefix>.<run>
 MADE_BY_A_RUN = "pytest-run-"  # CREATED_LABEL's value when a test run initialised it
-TIMEOUT = 180.0  # seconds for a deploy to echo, or a removal to finish
+TIMEOUT = 180.0  # units (stack/waits.py) for a deploy to echo, or a removal to finish
 FORCE_AFTER = 30.0  # seconds after `stack rm` when what is left is removed by force
+ECHO = "swarm-up ✓"  # what wait_for_echo sends, and must get back
 
 
 def docker(*args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
@@ -98,7 +100,7 @@ def hold_for_run(run: str) -> bool:
     ingress network, docker_gwbridge, iptables), which made stacks running beside it
     answer 502. Idempotent, so each pytest-xdist worker may call it.
     """
-    with base_images.lock("swarm"):
+    with lock("swarm"):
         created = init(created_by=f"{MADE_BY_A_RUN}{run}")
         docker("node", "update", "--label-add", f"{RUN_LABEL}.{run}=held", _node_id())
     return created
@@ -111,7 +113,7 @@ def release_for_run(run: str) -> bool:
     Call it after the run's last stack is down (it waits for any swarm deployment of
     another process to end: the same machine-wide lock).
     """
-    with base_images.lock("swarm"):
+    with lock("swarm"):
         labels = node_labels()
         mine = f"{RUN_LABEL}.{run}"
         if mine not in labels:
@@ -127,22 +129,25 @@ def url(port: int) -> str:
     return f"ws://{docker_host.address()}:{port}/ws"
 
 
-def echo_once(target: str) -> None:
-    """One echo through NGINX; raises unless it comes back intact."""
+def echo_once(target: str) -> str:
+    """One echo through NGINX; return it, or raise unless it comes back intact."""
     with connect(target, open_timeout=3, close_timeout=2, proxy=None) as ws:
-        ws.send("swarm-up ✓")
+        ws.send(ECHO)
         answer = ws.recv(timeout=3)
-        if answer != "swarm-up ✓":
+        if answer != ECHO:
             raise RuntimeError(f"echo differs: {answer!r}")
+        return answer
 
 
 def wait_for_echo(target: str, within: float = TIMEOUT) -> None:
-    """Retry :func:`echo_once` until it passes; the last error after ``within`` s."""
-    tenacity.Retrying(
-        stop=tenacity.stop_after_delay(within),
-        wait=tenacity.wait_fixed(0.5),
-        reraise=True,
-    )(echo_once, target)
+    """Retry :func:`echo_once` until it passes; ConditionTimeout with the last error after
+    ``within`` units."""
+    until(
+        lambda: echo_once(target),
+        f"an echo through NGINX at {target}",
+        within,
+        errors=(OSError, RuntimeError, WebSocketException),
+    )
 
 
 def deploy(replicas: int, port: int, settings: dict[str, str] | None = None) -> None:
@@ -151,16 +156,15 @@ def deploy(replicas: int, port: int, settings: dict[str, str] | None = None) -> 
     ``settings``: more of the stack file's variables (SERVER_UPDATE_MONITOR, WS_RATE_LIMIT...).
     """
     tags = images.ensure_all()
-    env = {
-        **os.environ,
+    env = harness_config.subprocess_env(
         **(settings or {}),
         **compose_file.machine_settings(),  # SERVER_NOFILE, NGINX_NOFILE: what the engine allows
-        "SERVER_IMAGE": tags["server"],
-        "NGINX_IMAGE": tags["nginx"],
-        "SERVER_REPLICAS": str(replicas),
-        "GATEWAY_PORT": str(port),
-        "SERVER_NAMES": docker_host.server_names(),  # the Host header url() makes
-    }
+        SERVER_IMAGE=tags["server"],
+        NGINX_IMAGE=tags["nginx"],
+        SERVER_REPLICAS=str(replicas),
+        GATEWAY_PORT=str(port),
+        SERVER_NAMES=docker_host.server_names(),  # the Host header url() makes
+    )
     # --resolve-image never: the images are local tags, no registry holds them.
     docker(
         *("stack", "deploy", "--resolve-image", "never", "--prune"),
@@ -192,7 +196,7 @@ def deployed(
     when the block fails; raises if the host's swarm state did not come back. In a test
     run the swarm is the run's (:func:`hold_for_run`): it stays.
     """
-    with base_images.lock("swarm"):
+    with lock("swarm"):
         before = node_state()
         try:
             yield up(replicas, port or free_port(), settings)
@@ -288,11 +292,7 @@ def down(*, leave: bool = True) -> bool:
                 docker("network", "rm", *networks, check=False)
         return not (containers or networks)
 
-    tenacity.Retrying(
-        stop=tenacity.stop_after_delay(TIMEOUT),
-        wait=tenacity.wait_fixed(0.5),
-        retry=tenacity.retry_if_result(lambda done: not done),
-    )(gone)
+    until(gone, f"stack {STACK}'s containers and networks removed", TIMEOUT)
     if leave and created_by_us():
         docker("swarm", "leave", "--force")
         # Swarm init made it and leaving keeps it; nothing of the host's uses it then.

@@ -1,13 +1,12 @@
 """Waiting on conditions with deadlines, never on fixed sleeps.
 
-Every deadline is a number of seconds multiplied by ``WSGW_TIMEOUT_UNIT`` (default 1), so
-a slow machine scales all of them at once.
+Every deadline is a number of seconds multiplied by ``WSGW_TIMEOUT_UNIT`` (default 1;
+stack/harness_config.py), so a slow machine scales all of them at once.
 """
 
 from __future__ import annotations
 
 import inspect
-import os
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +24,9 @@ from tenacity import (
     wait_fixed,
 )
 
-UNIT = float(os.environ.get("WSGW_TIMEOUT_UNIT", "1"))
+from stack import harness_config
+
+UNIT = harness_config.current().timeout_unit
 T = TypeVar("T")
 
 

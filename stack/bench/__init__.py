@@ -6,9 +6,11 @@
     python -m stack bench --swarm --rounds 1                # the swarm stack, 1, 2, 3 replicas
 
 Parts: leanclient (a lean client), loadgen (client processes), baseline (the bare websockets
-echo), usage (container CPU and memory), settings (the command line, typed), setups (what
-is compared), stacks (the bench's own stacks), one module per phase (throughput, latency,
-memory, capacity), runner (runs the phases in order), report (JSON, Markdown, SVG).
+echo), resource_usage (container CPU and memory, the machine), settings (the command line,
+typed), setups (what is compared), stacks (the bench's own stacks), one module per phase
+(throughput, latency, idle_memory, capacity), all_phases (runs the phases in order),
+swarm_scaling (--swarm: the swarm stack at each replica count), targets_met (issue #5's
+targets judged), bench_report (JSON, Markdown, SVG).
 Reports go to reports/bench/ (git-ignored).
 """
 
@@ -28,6 +30,16 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="measure throughput, latency and capacity against the bare websockets echo",
         description=__doc__.splitlines()[0],
     )
+    _selection_options(p)
+    _load_options(p)
+    _capacity_options(p)
+    _stack_options(p)
+    p.set_defaults(run=_run)
+    return p
+
+
+def _selection_options(p: argparse.ArgumentParser) -> None:
+    """Which phases and runs."""
     p.add_argument(
         "--phases",
         default="throughput,latency,memory,capacity,published",
@@ -41,6 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="only runs whose setup, target or name contains one of these words "
         "(e.g. nginx,baseline,workers2,replicas2,logging,asyncio)",
     )
+
+
+def _load_options(p: argparse.ArgumentParser) -> None:
+    """How long, how many rounds, and the load each run gets."""
     p.add_argument("--duration", type=float, default=4.0, help="measured seconds per run (4)")
     p.add_argument(
         "--rounds",
@@ -65,6 +81,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--latency-connections", type=int, default=100, help="latency: connections (100)"
     )
+
+
+def _capacity_options(p: argparse.ArgumentParser) -> None:
+    """The capacity phases' targets and the server's heartbeat."""
     p.add_argument(
         "--capacity",
         type=int,
@@ -90,6 +110,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=6000,
         help="published: idle connections to ramp to through 127.0.0.1:<port> (6000)",
     )
+
+
+def _stack_options(p: argparse.ArgumentParser) -> None:
+    """The stacks measured: extra settings, memory limits, the swarm."""
     p.add_argument(
         "--server-env",
         action="append",
@@ -114,20 +138,18 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--swarm",
         action="store_true",
         help="throughput and capacity against the swarm stack (deploy/swarm/stack.yaml) at "
-        "each of --swarm-replicas; other phases are skipped (see stack/bench/swarm.py)",
+        "each of --swarm-replicas; other phases are skipped (see stack/bench/swarm_scaling.py)",
     )
     p.add_argument(
         "--swarm-replicas", default="1,2,3", help="--swarm: server replica counts (1,2,3)"
     )
-    p.set_defaults(run=_run)
-    return p
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.swarm:
-        from stack.bench.swarm import main as on_swarm
+        from stack.bench.swarm_scaling import main as on_swarm
 
         return on_swarm(args)
-    from stack.bench.runner import main
+    from stack.bench.all_phases import main
 
     return main(args)

@@ -18,7 +18,7 @@ from typing import Any
 from rich.progress import TaskID
 
 from stack import compose_file
-from stack.bench import stacks, usage
+from stack.bench import resource_usage, stacks
 from stack.bench.loadgen import ClientPool, error_counts, split
 from stack.bench.settings import Settings
 from stack.bench.setups import Setup
@@ -39,13 +39,17 @@ class Containers:
     ids: dict[str, list[str]]  # role -> container ids
 
     def memory(self) -> dict[str, int]:
-        return {r: sum(usage.memory_bytes(c) for c in cids) for r, cids in self.ids.items()}
+        return {
+            r: sum(resource_usage.memory_bytes(c) for c in cids) for r, cids in self.ids.items()
+        }
 
     def anon(self) -> dict[str, int]:
-        return {r: sum(usage.rss_anon_bytes(c) for c in cids) for r, cids in self.ids.items()}
+        return {
+            r: sum(resource_usage.rss_anon_bytes(c) for c in cids) for r, cids in self.ids.items()
+        }
 
     def oom_kills(self) -> dict[str, int]:
-        return {r: sum(usage.oom_kills(c) for c in cids) for r, cids in self.ids.items()}
+        return {r: sum(resource_usage.oom_kills(c) for c in cids) for r, cids in self.ids.items()}
 
 
 def setup_for(settings: Settings) -> Setup:

@@ -7,9 +7,10 @@ import math
 import time
 from typing import Any
 
-from stack.bench import report, stacks, usage
+from stack.bench import bench_report, resource_usage, stacks
+from stack.bench.bench_report import percentile
 from stack.bench.loadgen import ClientPool, split
-from stack.bench.report import percentile
+from stack.bench.settings import Settings
 from stack.bench.setups import Run, Setup
 from stack.bench.stacks import Session
 from stack.containers import Service
@@ -35,7 +36,7 @@ def measure(
             timeout=120,
         )
         start_at = time.time() + 0.5
-        meter = usage.CpuMeter(containers)
+        meter = resource_usage.CpuMeter(containers)
         window = (start_at + s.warmup, start_at + s.warmup + s.duration)
 
         def tick() -> None:
@@ -64,12 +65,26 @@ def measure(
         )
         meter.finish()
         pool.call({"op": "close"}, timeout=60)
+    row = _row(run, setup, s, results, meter.result)
+    progress.update(
+        task,
+        completed=s.warmup + s.duration,
+        info="  ".join(f"{k} {row[f'{k}_ms']:.2f}" for k in ("p50", "p90", "p99", "p999", "max"))
+        + " ms",
+    )
+    return row
+
+
+def _row(
+    run: Run, setup: Setup, s: Settings, results: list[dict[str, Any]], cpu: dict[str, float]
+) -> dict[str, Any]:
+    """The latency table's row from the load generators' ``results`` and the CPU meter's."""
     samples = array.array("d")
     for r in results:
         samples.frombytes(r["samples"])
     ordered = sorted(samples)
     seconds = max(r["seconds"] for r in results) or s.duration
-    row = {
+    return {
         "name": run.name,
         "via": run.via,
         "setup": setup.title,
@@ -85,16 +100,9 @@ def measure(
         "max_ms": (ordered[-1] if ordered else math.nan) * 1e3,
         "client_cpu": sum(r["cpu_seconds"] for r in results) / seconds,
         "client_max_send_lag_ms": max(r["max_send_lag"] for r in results) * 1e3,
-        "cpu": meter.result,
+        "cpu": cpu,
         "lost": sum(r["lost"] for r in results),
         "mismatches": sum(r["mismatches"] for r in results),
         # for the plot: the percentile curve
-        "curve": report.curve(ordered),
+        "curve": bench_report.curve(ordered),
     }
-    progress.update(
-        task,
-        completed=s.warmup + s.duration,
-        info="  ".join(f"{k} {row[f'{k}_ms']:.2f}" for k in ("p50", "p90", "p99", "p999", "max"))
-        + " ms",
-    )
-    return row

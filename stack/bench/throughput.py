@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from stack.bench import stacks, usage
+from stack.bench import resource_usage, stacks
 from stack.bench.loadgen import ClientPool, Target, error_counts, split
 from stack.bench.setups import Run, Setup
 from stack.bench.stacks import Session
@@ -19,18 +19,20 @@ def measure(
     """One round of ``run`` on ``stack``: its row of the throughput table."""
     targets, containers = stacks.target(stack, run.via, baselines)
     with ClientPool(session.settings.clients) as pool:
-        row = _measure(session, pool, run, targets, containers)
+        row = measure_targets(session, pool, run, targets, containers)
     row["setup"] = setup.title
     return row
 
 
-def _measure(
+def measure_targets(
     session: Session,
     pool: ClientPool,
     run: Run,
     targets: list[Target],
     containers: dict[str, str],
 ) -> dict[str, Any]:
+    """One round of ``run`` against ``targets`` with ``pool``'s clients; ``containers``
+    (role -> id) are the ones whose CPU the row reports. Any stack: compose or swarm."""
     s, progress = session.settings, session.progress
     task = progress.add_task(
         f"throughput: {run.name}", total=s.warmup + s.duration, info="connecting"
@@ -42,7 +44,7 @@ def _measure(
     )
     failed = sum(r["failed"] for r in opened)
     start_at = time.time() + 0.5
-    meter = usage.CpuMeter(containers)
+    meter = resource_usage.CpuMeter(containers)
     window = (start_at + s.warmup, start_at + s.warmup + s.duration)
     last = [time.monotonic(), pool.total(0)]
 

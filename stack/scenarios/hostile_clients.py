@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from stack import helper_containers
-from stack.bench import usage
+from stack.bench import resource_usage
 from stack.echo_client.fleet import Fleet
 from stack.echo_client.ledger import Outcome
 from stack.gateway import GatewayStack, StackOptions
@@ -62,7 +62,10 @@ class _CgroupMemory:
         self.id, self.limit = service.id, limit
 
     def stats(self) -> dict[str, float]:
-        return {"memory_bytes": usage.memory_bytes(self.id), "memory_limit_bytes": self.limit}
+        return {
+            "memory_bytes": resource_usage.memory_bytes(self.id),
+            "memory_limit_bytes": self.limit,
+        }
 
 
 def _round_trips(fleet: Fleet, start: float, end: float) -> list[tuple[float, float]]:

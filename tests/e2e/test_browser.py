@@ -8,7 +8,6 @@ the test fails in CI and skips elsewhere.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -20,30 +19,29 @@ from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
+from stack.harness_config import current
 from stack.waits import until
 
 PAGE = Path(__file__).resolve().parents[2] / "examples" / "browser.html"
-# Debian's paths; elsewhere (GitHub's runners ship Google Chrome) set both variables.
-CHROMIUM = (
-    os.environ.get("CHROMIUM_BINARY", "/usr/bin/chromium"),
-    os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"),
-)
+# Debian's names on PATH; elsewhere (GitHub's runners ship Google Chrome) set CHROMIUM_BINARY
+# and CHROMEDRIVER (stack/harness_config.py).
+CHROMIUM = (current().chromium_binary, current().chromedriver)
 
 
 @pytest.fixture
 def browser() -> Iterator[webdriver.Chrome]:
     """Headless Chromium driven by chromedriver, quit after the test."""
-    missing = [path for path in CHROMIUM if not shutil.which(path)]
-    if missing:
-        reason = f"{' and '.join(missing)} missing: run ci/setup.sh as root"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs a browser: {reason}", pytrace=False)
-        pytest.skip(reason)
+    binary, driver_path = found = [shutil.which(name) for name in CHROMIUM]
+    if binary is None or driver_path is None:
+        missing = [name for name, path in zip(CHROMIUM, found, strict=True) if path is None]
+        current().unavailable(
+            "a browser", f"{' and '.join(missing)} missing: run ci/setup.sh as root"
+        )
     options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM[0]
+    options.binary_location = binary
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=DriverService(CHROMIUM[1]), options=options)
+    driver = webdriver.Chrome(service=DriverService(driver_path), options=options)
     try:
         yield driver
     finally:

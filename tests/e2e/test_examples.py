@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import json
-import os
 import queue
 import re
 import shutil
@@ -23,18 +22,18 @@ import sys
 import threading
 from pathlib import Path
 
-import pytest
 from websockets.sync.client import connect
 
 from stack import images
 from stack.docker_client import client
+from stack.harness_config import current, subprocess_env
 from stack.waits import seconds, until
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON_CLIENT = ROOT / "examples" / "python_client.py"
 BROWSER_PAGE = ROOT / "examples" / "browser.html"
 HARNESS = Path(__file__).with_name("browser_page_harness.js")
-ENV = {**os.environ, "PYTHONUTF8": "1", "PYTHONIOENCODING": "utf-8"}
+ENV = subprocess_env(PYTHONUTF8="1", PYTHONIOENCODING="utf-8")
 
 # Text a user might send: non-ASCII, markup, quotes, control-free whitespace, 64 KiB.
 MESSAGES = [
@@ -172,9 +171,7 @@ def node_command() -> list[str]:
     """Node with the WHATWG WebSocket: global from Node 22, behind a flag in Node 20."""
     node = shutil.which("node")
     if node is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI needs Node.js (>= 20.10) to run the browser example", pytrace=False)
-        pytest.skip("Node.js is not installed here")
+        current().unavailable("Node.js (>= 20.10)", "to run the browser example")
     probe = [node, "-e", "process.exit(typeof WebSocket === 'function' ? 0 : 1)"]
     if subprocess.run(probe, check=False).returncode == 0:
         return [node]

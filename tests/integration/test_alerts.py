@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from stack import images
-from stack.docker_client import client
+from stack.containers import run_once
 
 pytestmark = pytest.mark.integration
 
@@ -28,19 +28,8 @@ def prometheus_image(docker_ready: None) -> str:
 
 def promtool(image: str, *args: str) -> tuple[int, str]:
     """Run promtool in ``image`` with observability/prometheus mounted at /rules."""
-    container = client().containers.run(
-        image,
-        ["promtool", *args],
-        entrypoint=[],
-        volumes={str(RULES): {"bind": "/rules", "mode": "ro"}},
-        detach=True,
-        network_mode="none",
-    )
-    try:
-        status = container.wait(timeout=120)["StatusCode"]
-        return status, container.logs().decode(errors="replace")
-    finally:
-        container.remove(force=True)
+    done = run_once(image, ["promtool", *args], entrypoint=[], volumes={str(RULES): "/rules"})
+    return done.exit_code, done.output
 
 
 def test_every_alert_passes_its_promtool_unit_test(prometheus_image: str) -> None:

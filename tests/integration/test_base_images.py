@@ -8,11 +8,12 @@ Debian's archive keyring it goes on, with any other it stops. No Docker needed.
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from stack import base_images
+from stack import base_images, harness_config
 
 pytestmark = pytest.mark.integration
 
@@ -64,10 +65,10 @@ def test_ci_pulls_a_present_base_image_again(monkeypatch: pytest.MonkeyPatch) ->
     pulled: list[str] = []
     monkeypatch.setattr(base_images, "image_exists", lambda reference: True)
     monkeypatch.setattr(base_images, "_pull", lambda reference: pulled.append(reference) or True)
-    monkeypatch.delenv(base_images.NGINX.env_override, raising=False)
-    monkeypatch.delenv(base_images.PULL_SETTING, raising=False)
+    unset = replace(harness_config.current(), base_images={}, pull_base_images=False)
+    monkeypatch.setattr(harness_config, "current", lambda: unset)
     assert base_images.resolve(base_images.NGINX) == base_images.NGINX.official
     assert pulled == [], "without the setting, a present copy is used as it is"
-    monkeypatch.setenv(base_images.PULL_SETTING, "1")
+    monkeypatch.setattr(harness_config, "current", lambda: replace(unset, pull_base_images=True))
     assert base_images.resolve(base_images.NGINX) == base_images.NGINX.official
     assert pulled == [base_images.NGINX.official]

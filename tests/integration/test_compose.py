@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import socket
 import subprocess
 import uuid
@@ -18,6 +17,7 @@ from websockets.sync.client import connect
 from stack import compose_file, docker_host, images
 from stack.compose_file import COMPOSE_FILE, HOST_NETWORK_FILE
 from stack.docker_client import client
+from stack.harness_config import subprocess_env
 from stack.ports import free_port
 
 pytestmark = pytest.mark.e2e
@@ -29,7 +29,7 @@ def compose_project(gateway_images: dict[str, str]) -> Iterator[tuple[str, int, 
     name = f"wsgw-compose-{uuid.uuid4().hex[:8]}"
     port = free_port()
     env = {
-        **os.environ,
+        **subprocess_env(),
         **images.env_for_compose(),
         "GATEWAY_BIND": docker_host.publish_address(),
         "SERVER_NAMES": docker_host.server_names(),

@@ -7,7 +7,6 @@ directory; they need the Compose binary, not the daemon, and start no container.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from stack import compose_file
+from stack.harness_config import subprocess_env
 
 OVERRIDE = """\
 services:
@@ -115,7 +115,7 @@ def test_tls_override_keeps_plaintext_on_loopback_and_wss_where_clients_connect(
     tls_file = compose_file.ROOT / "docker-compose.tls.yaml"
     env = {
         key: value
-        for key, value in os.environ.items()
+        for key, value in subprocess_env().items()
         if key not in ("GATEWAY_PLAIN_BIND", "GATEWAY_PORT", "GATEWAY_TLS_PORT", "COMPOSE_FILE")
     }
     files = ["-f", str(compose_file.COMPOSE_FILE), "-f", str(tls_file)]

@@ -15,6 +15,7 @@ import pytest
 from websockets.sync.client import connect
 
 from stack import swarm
+from stack.waits import until
 
 # Swarm init and leave rewire Docker's networking, and stacks beside them answered 502: the
 # marker makes the run a swarm before any stack starts (conftest.py).
@@ -33,11 +34,12 @@ def swarm_url(gateway_images: dict[str, str]) -> Iterator[str]:
 
 def test_swarm_up_echoes_through_nginx_over_several_replicas(swarm_url: str) -> None:
     """Every replica gets healthy, echoes are intact, least_conn spreads connections."""
-    swarm.tenacity.Retrying(
-        stop=swarm.tenacity.stop_after_delay(120),
-        wait=swarm.tenacity.wait_fixed(0.5),
-        retry=swarm.tenacity.retry_if_result(lambda n: n != REPLICAS),
-    )(lambda: sum(swarm.health(c) == "healthy" for c in swarm.containers("server")))
+    until(
+        lambda: sum(swarm.health(c) == "healthy" for c in swarm.containers("server")),
+        f"{REPLICAS} healthy server replicas",
+        120,
+        accept=lambda healthy: healthy == REPLICAS,
+    )
     with contextlib.ExitStack() as open_:
         for i in range(CONNECTIONS):
             ws = open_.enter_context(connect(swarm_url, open_timeout=5, proxy=None))

@@ -7,13 +7,14 @@ output is the message. None of them needs the network.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from stack.harness_config import current, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -38,7 +39,7 @@ def check(*command: str) -> None:
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
-        env={**os.environ, "NO_COLOR": "1"},
+        env=subprocess_env(NO_COLOR="1"),
         check=False,
     )
     if result.returncode != 0:
@@ -92,7 +93,5 @@ def test_compose_config() -> None:
     """`docker compose config -q` accepts docker-compose.yaml (the Compose CLI, no daemon)."""
     docker = shutil.which("docker")
     if docker is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI needs the docker CLI with Compose v2", pytrace=False)
-        pytest.skip("the docker CLI is not installed here")
+        current().unavailable("the docker CLI with Compose v2", "docker is not on PATH")
     check(docker, "compose", "-f", "docker-compose.yaml", "config", "-q")

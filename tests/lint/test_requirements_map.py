@@ -100,4 +100,10 @@ def test_project_layout() -> None:
     card = ["stack", "tests", "nginx", "server", "ci", "docker-compose.yaml", "README.md",
             "REQUIREMENTS.md", "conftest.py"]  # fmt: skip
     assert [entry for entry in card if not (ROOT / entry).exists()] == []
-    assert (ROOT / "ci" / "test.sh").is_file(), "ci/ holds the pipeline's steps"
+    steps = ["setup.sh", "images.sh", "test.sh", "lint.sh", "test-in-container.sh",
+             "test-runner.Dockerfile"]  # fmt: skip
+    assert [step for step in steps if not (ROOT / "ci" / step).is_file()] == [], (
+        "ci/ holds the pipeline's steps"
+    )
+    # The runner image's Dockerfile lives in ci/: no top-level runner/ beside stack/bench/runner.
+    assert not (ROOT / "runner").exists()

@@ -14,17 +14,16 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import tenacity
-
 from server.app import Gateway, GatewayConnection
 from server.config import Config
 from stack import prometheus
-from stack.waits import seconds
+from stack.harness_config import subprocess_env
+from stack.waits import seconds, until_async
 from stack.wire.frames import (  # noqa: F401 - re-exported to the tests
     OP_BINARY,
     OP_CLOSE,
@@ -68,26 +67,11 @@ async def wait_until(
 ) -> Any:
     """Poll ``predicate`` (sync or async) until it returns something truthy, and return that.
 
-    Fails after ``within`` seconds (default 5 units). An exception from ``predicate``
-    propagates at once.
+    :func:`stack.waits.until_async`, polled every 10 ms, with ``within`` in seconds (default
+    5 units): ConditionTimeout after it. An exception from ``predicate`` propagates at once.
     """
     deadline = units(5) if within is None else within
-
-    async def check() -> Any:
-        value = predicate()
-        if isinstance(value, Awaitable):
-            value = await value
-        return value
-
-    retrying = tenacity.AsyncRetrying(
-        stop=tenacity.stop_after_delay(deadline),
-        wait=tenacity.wait_fixed(0.01),
-        retry=tenacity.retry_if_result(lambda value: not value),
-    )
-    try:
-        return await retrying(check)
-    except tenacity.RetryError:
-        raise AssertionError(f"timed out after {deadline:.2f}s waiting for {what}") from None
+    return await until_async(predicate, what, deadline / units(1), errors=(), interval=0.01)
 
 
 def server_connection(gateway: Gateway) -> GatewayConnection:
@@ -226,7 +210,7 @@ def server_command() -> list[str]:
 
 
 def server_env(**env: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("WS_", "LOG_"))}
+    base = {k: v for k, v in subprocess_env().items() if not k.startswith(("WS_", "LOG_"))}
     return {**base, "WS_HOST": "127.0.0.1", "WS_PORT": "0", "PYTHONUNBUFFERED": "1", **env}
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from stack.harness_config import subprocess_env
 
 ENTRYPOINT = Path(__file__).resolve().parents[2] / "nginx" / "entrypoint.sh"
 
@@ -17,7 +18,7 @@ def check(**settings: str) -> subprocess.CompletedProcess[str]:
     """``wsgw-nginx check`` (validation only, no NGINX needed) with ``settings``."""
     return subprocess.run(
         ["bash", str(ENTRYPOINT), "check"],
-        env={"PATH": os.environ["PATH"], **settings},
+        env={"PATH": subprocess_env()["PATH"], **settings},
         capture_output=True,
         text=True,
         timeout=30,

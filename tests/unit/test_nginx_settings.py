@@ -7,12 +7,13 @@ match.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from stack.harness_config import subprocess_env
 
 ENTRYPOINT = Path(__file__).resolve().parents[2] / "nginx" / "entrypoint.sh"
 
@@ -25,7 +26,7 @@ def check(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", str(ENTRYPOINT), "check"],
         cwd=tmp_path,
-        env={"PATH": os.environ["PATH"], **settings},
+        env={"PATH": subprocess_env()["PATH"], **settings},
         capture_output=True,
         text=True,
         timeout=30,

@@ -19,6 +19,7 @@ from pathlib import Path
 from websockets.sync.client import connect
 
 from stack import prometheus
+from stack.harness_config import subprocess_env
 from stack.ports import free_port
 from stack.waits import until
 
@@ -60,7 +61,7 @@ def wait_for_both_workers(port: int, deadline: float) -> None:
 def test_two_workers_serve_one_port_and_stop_cleanly_on_sigterm() -> None:
     port = free_port()
     env = {
-        **os.environ,
+        **subprocess_env(),
         "WS_WORKERS": "2",
         "WS_PORT": str(port),
         "WS_HOST": "127.0.0.1",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stack.bench import baseline, usage
+from stack.bench import baseline, resource_usage
 from stack.bench.loadgen import ClientPool, split
 from stack.bench.setups import SETUPS
 from stack.bench.stacks import Session, start_baseline
@@ -32,8 +32,8 @@ def run(session: Session) -> dict[str, Any]:
         ):
             task = progress.add_task(f"memory: {count:,} idle to {name}", total=count, info="")
             with ClientPool(s.clients) as pool:
-                settled(lambda cid=cid: usage.memory_bytes(cid), f"{name}: memory at rest")
-                before = usage.memory_bytes(cid), usage.rss_anon_bytes(cid)
+                settled(lambda cid=cid: resource_usage.memory_bytes(cid), f"{name}: memory at rest")
+                before = resource_usage.memory_bytes(cid), resource_usage.rss_anon_bytes(cid)
                 answers = pool.call(
                     [
                         {
@@ -51,10 +51,10 @@ def run(session: Session) -> dict[str, Any]:
                 )
                 opened = sum(r["open"] for r in answers)
                 settled(
-                    lambda cid=cid: usage.memory_bytes(cid),
+                    lambda cid=cid: resource_usage.memory_bytes(cid),
                     f"{name}: memory with {opened:,} open",
                 )
-                after = usage.memory_bytes(cid), usage.rss_anon_bytes(cid)
+                after = resource_usage.memory_bytes(cid), resource_usage.rss_anon_bytes(cid)
                 sample = pool.call({"op": "sample", "count": 50}, timeout=60)
                 pool.call({"op": "close"}, timeout=120)
             row = {

@@ -24,9 +24,9 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from stack import swarm
-from stack.bench import capacity, throughput, usage
+from stack.bench import capacity, resource_usage, throughput
+from stack.bench.all_phases import REPORTS, ROOT
 from stack.bench.loadgen import ClientPool, Target, raise_fd_limit, split
-from stack.bench.runner import REPORTS, ROOT
 from stack.bench.settings import Settings
 from stack.bench.setups import NGINX_BENCH_ENV, SERVER_BENCH_ENV, Run
 from stack.bench.stacks import Session
@@ -86,7 +86,7 @@ def measure_capacity(session: Session, targets: list[Target]) -> dict[str, Any]:
     settled(lambda: sum(held.memory().values()), "swarm capacity: memory at rest")
     base = held.memory()
     with ClientPool(s.clients) as pool:
-        opened, why = capacity._ramp(session, pool, held, dict(MEMORY_LIMITS), tlist, result)
+        opened, why = capacity.ramp(session, pool, held, dict(MEMORY_LIMITS), tlist, result)
         memory = held.memory()
         sample = min(s.capacity_sample, opened)
         answers = pool.call(
@@ -111,7 +111,7 @@ def measure_throughput(session: Session, targets: list[Target], replicas: int) -
     rows = []
     for _ in range(max(1, session.settings.rounds)):
         with ClientPool(session.settings.clients) as pool:
-            rows.append(throughput._measure(session, pool, run, targets, containers()))
+            rows.append(throughput.measure_targets(session, pool, run, targets, containers()))
     rows.sort(key=lambda r: r["messages_per_s"])
     row = rows[(len(rows) - 1) // 2]
     row["rounds"] = [round(r["messages_per_s"]) for r in rows]
@@ -125,7 +125,7 @@ def main(args: argparse.Namespace) -> int:
     raise_fd_limit()
     results: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "code": usage.code_version(ROOT),
+        "code": resource_usage.code_version(ROOT),
         "settings": settings.as_report(),
         "stack_settings": SETTINGS,
         "rows": [],
@@ -152,7 +152,7 @@ def main(args: argparse.Namespace) -> int:
                 row["capacity"] = measure_capacity(session, targets)
             results["rows"].append(row)
     results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-    results["load_average_end"] = usage.load_average()
+    results["load_average_end"] = resource_usage.load_average()
     REPORTS.mkdir(parents=True, exist_ok=True)
     path = REPORTS / f"swarm-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     path.write_text(json.dumps(results, indent=2, default=str))

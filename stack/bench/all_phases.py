@@ -7,7 +7,7 @@ NGINX's are reported beside each figure. Everything started here is one private 
 server configuration (stacks.py), taken down before the next (and on any error or Ctrl-C).
 
 This module sequences the phases: throughput.py and latency.py per setup (setups.py),
-then memory.py and capacity.py, each on a stack of its own.
+then idle_memory.py and capacity.py, each on a stack of its own.
 """
 
 from __future__ import annotations
@@ -24,7 +24,16 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from testcontainers.core.config import testcontainers_config
 
 from stack import images
-from stack.bench import capacity, latency, memory, report, stacks, throughput, usage
+from stack.bench import (
+    bench_report,
+    capacity,
+    idle_memory,
+    latency,
+    resource_usage,
+    stacks,
+    targets_met,
+    throughput,
+)
 from stack.bench.loadgen import raise_fd_limit
 from stack.bench.settings import Settings
 from stack.bench.setups import (
@@ -70,9 +79,9 @@ class Bench:
         fd_limit = raise_fd_limit()
         self.console.print(f"[bold]websocket-gateway bench[/]: phases {', '.join(phases)}")
         tags = images.ensure_all()
-        machine = self.results["machine"] = usage.machine(tags["server"], tags["nginx"])
+        machine = self.results["machine"] = resource_usage.machine(tags["server"], tags["nginx"])
         machine["host_fd_limit"] = str(fd_limit)
-        machine["code"] = usage.code_version(ROOT)
+        machine["code"] = resource_usage.code_version(ROOT)
         machine["container_limits"] = stacks.limits_text()
         runs_t = [r for r in THROUGHPUT_RUNS if self.settings.wanted(r.words)]
         runs_l = [r for r in LATENCY_RUNS if self.settings.wanted(r.words)]
@@ -92,14 +101,14 @@ class Bench:
                 if mine_t or mine_l:
                     self._with_setup(session, SETUPS[key], mine_t, mine_l)
             if "memory" in phases:
-                self.results["memory"] = memory.run(session)
+                self.results["memory"] = idle_memory.run(session)
             if "capacity" in phases:
                 self.results["capacity"] = capacity.run(session)
             if "published" in phases:
                 self.results["published_capacity"] = capacity.run_published(session)
         self.results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-        machine["load_average_end"] = usage.load_average()
-        self.results["targets"] = report.targets(self.results)
+        machine["load_average_end"] = resource_usage.load_average()
+        self.results["targets"] = targets_met.evaluate(self.results)
         return self.results
 
     def _with_setup(
@@ -160,8 +169,8 @@ def main(args: argparse.Namespace) -> int:
         return 130
     REPORTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    paths = report.write(results, REPORTS, stamp)
-    console.print(report.table(results))
+    paths = bench_report.write(results, REPORTS, stamp)
+    console.print(bench_report.table(results))
     for path in paths:
         console.print(f"wrote {path.relative_to(ROOT)}")
     return 0

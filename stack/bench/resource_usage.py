@@ -16,6 +16,9 @@ import time
 from contextlib import suppress
 from pathlib import Path
 
+import docker.errors
+
+from stack.containers import run_once
 from stack.docker_client import client
 
 CGROUP = Path("/sys/fs/cgroup")
@@ -174,6 +177,17 @@ def _first_line(command: list[str]) -> str:
     return "?"
 
 
+def _first_line_in(image: str, entrypoint: str, *args: str) -> str:
+    """The first line ``entrypoint args`` prints in ``image`` (stdout, else stderr); "?"
+    when it cannot run."""
+    try:
+        done = run_once(image, list(args), entrypoint=[entrypoint], timeout=20)
+    except docker.errors.DockerException:
+        return "?"
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0] if lines else ""
+
+
 def machine(server_image: str, nginx_image: str) -> dict[str, str]:
     """A description of where the figures were measured."""
     cpu = "?"
@@ -187,22 +201,14 @@ def machine(server_image: str, nginx_image: str) -> dict[str, str]:
         kib = int(Path("/proc/meminfo").read_text().split()[1])
         memory = f"{kib / 2**20:.1f} GiB"
     versions = client().version()
-    image_python = _first_line(
-        [
-            "docker",
-            "run",
-            "--rm",
-            "--entrypoint",
-            "python3",
-            server_image,
-            "-c",
-            "import sys, websockets, uvloop; "
-            "print(sys.version.split()[0], websockets.__version__, uvloop.__version__)",
-        ]
+    image_python = _first_line_in(
+        server_image,
+        "python3",
+        "-c",
+        "import sys, websockets, uvloop; "
+        "print(sys.version.split()[0], websockets.__version__, uvloop.__version__)",
     )
-    nginx_version = _first_line(
-        ["docker", "run", "--rm", "--entrypoint", "nginx", nginx_image, "-v"]
-    )
+    nginx_version = _first_line_in(nginx_image, "nginx", "-v")
     py, ws, uv = [*image_python.split(), "?", "?", "?"][:3]
     return {
         "cpu": cpu,

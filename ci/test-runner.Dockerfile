@@ -1,6 +1,7 @@
 # The test runner of `make test-in-container`: the suite's Docker-backed layers run in this
 # container against the host's Docker socket, as on CI runners that run jobs in containers.
 # Built on the project's own Python base image; everything the suite calls is added here.
+# ci/test-in-container.sh builds it from a context it assembles in .stack/test-runner/.
 ARG BASE_IMAGE=websocket-gateway/base-python:debian-sid
 FROM ${BASE_IMAGE}
 
