@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.budget import GRANT_STEP, MemoryBudget, connection_sizes
+from server.budget import GRANT_STEP, GROWING, MemoryBudget, connection_sizes
 
 pytestmark = pytest.mark.unit
 
@@ -20,6 +20,10 @@ class Reader:
         self.held = held
         self.reading = True
         self.reads_echoes = False
+        self.partial = True  # a frame partly received
+
+    def receiving(self) -> bool:
+        return self.partial
 
     def held_bytes(self) -> int:
         return self.held
@@ -93,3 +97,23 @@ def test_a_lost_connection_gives_its_floor_and_grant_back_once():
     budget.lost(reader)
     budget.lost(reader)
     assert budget.free == 4096 * KIB and not budget.holders
+
+
+def test_strangers_read_beyond_their_share_a_few_at_a_time():
+    """However many strangers (peers that have not shown they read their echoes) send large
+    messages at once, only GROWING of them read beyond their share at a time, so what they
+    cost one turn of the event loop is bounded. The next takes a place when one finishes
+    its frame; a peer that reads its echoes needs no place."""
+    budget = MemoryBudget(limit=1024 * 1024 * KIB)
+    strangers = [Reader(held=500 * KIB) for _ in range(GROWING + 1)]
+    known = Reader(held=500 * KIB)
+    known.reads_echoes = True
+    for n, reader in enumerate([*strangers, known]):
+        budget.accepted(reader)
+        budget.after_read(reader, now=float(n))
+    assert all(reader.reading for reader in strangers[:GROWING])
+    assert not strangers[-1].reading and budget.waiting == {strangers[-1]: float(GROWING)}
+    assert known.reading
+    strangers[0].partial = False  # its message is whole (or its own echoes hold it back)
+    budget.rebalance()
+    assert strangers[-1].reading and not budget.waiting and strangers[0] not in budget.growing
