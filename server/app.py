@@ -658,7 +658,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(MEMORY_CHECK_INTERVAL)
-            self.budget.rebalance()
+            self.budget.rebalance(loop.time())
             held = {c: c.held_bytes() for c in self.holding}
             self.metrics.memory_held = sum(held.values())
             self.metrics.memory_reserved = self.budget.floors + self.budget.granted

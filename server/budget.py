@@ -44,6 +44,9 @@ HEADROOM = 8 * 2**20
 # so this bounds what strangers' large messages cost a turn, and so every other client's
 # latency, however many they are.
 GROWING = 16
+# A stranger that has not read for this long (s) gives its place up: one that sends half a
+# frame and stops cannot keep the others from their turn.
+GROWING_IDLE = 0.5
 
 
 class Reader(Protocol):
@@ -86,7 +89,8 @@ class MemoryBudget:
         self.granted = 0  # sum of the grants beyond the connections' shares
         self.holders: set[Reader] = set()  # connections with a grant
         self.waiting: dict[Reader, float] = {}  # stopped for memory -> since when
-        self.growing: set[Reader] = set()  # strangers reading a message beyond their share
+        # Strangers reading a message beyond their share -> when each last read.
+        self.growing: dict[Reader, float] = {}
 
     @property
     def free(self) -> int:
@@ -101,22 +105,25 @@ class MemoryBudget:
         connection.floor = 0
         self._set_grant(connection, 0)
         self.waiting.pop(connection, None)
-        self.growing.discard(connection)
+        self.growing.pop(connection, None)
 
     def after_read(self, connection: Reader, now: float) -> None:
         """Reserve the connection's next read, or stop it from reading until there is room."""
-        if connection in self.growing and not connection.receiving():
-            self.growing.discard(connection)
+        if connection in self.growing:
+            if connection.receiving():
+                self.growing[connection] = now
+            else:
+                del self.growing[connection]
         extra = self.shortfall(connection)
         if extra <= 0:
             return
-        if extra <= self.free and self._may_grow(connection):
+        if extra <= self.free and self._may_grow(connection, now):
             self._set_grant(connection, connection.granted + extra)
         elif connection not in self.waiting:
             self.waiting[connection] = now
             connection.hold_reading_for_memory()
 
-    def rebalance(self) -> None:
+    def rebalance(self, now: float) -> None:
         """Grants follow what holders hold; waiters read again, first come first.
 
         Called every few milliseconds: echoes drain between two calls, not in a callback.
@@ -127,15 +134,15 @@ class MemoryBudget:
         """
         for connection in list(self.holders):
             self._set_grant(connection, self._need(connection))
-        for connection in list(self.growing):
-            if not connection.receiving():
-                self.growing.discard(connection)
+        for connection, last_read in list(self.growing.items()):
+            if not connection.receiving() or now - last_read >= GROWING_IDLE:
+                del self.growing[connection]
         for connection in sorted(self.waiting, key=lambda c: not c.reads_echoes):
             extra = self.shortfall(connection)
             if extra > self.free:
                 break
             if extra > 0:
-                if not self._may_grow(connection):
+                if not self._may_grow(connection, now):
                     continue
                 self._set_grant(connection, connection.granted + extra)
             del self.waiting[connection]
@@ -151,14 +158,14 @@ class MemoryBudget:
                 return connection
         return None
 
-    def _may_grow(self, connection: Reader) -> bool:
+    def _may_grow(self, connection: Reader, now: float) -> bool:
         """Whether the connection may read beyond its share now (taking a place among the
         GROWING strangers if it needs one)."""
         if connection.reads_echoes or connection in self.growing:
             return True
         if len(self.growing) >= GROWING:
             return False
-        self.growing.add(connection)
+        self.growing[connection] = now
         return True
 
     def shortfall(self, connection: Reader) -> int:
