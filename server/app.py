@@ -133,8 +133,9 @@ class GatewayConnection(ServerConnection):
         self.drop_reason: str | None = None  # why the server ended it, when not obvious
         self.opened_at = 0.0
         self.pongs = 0  # heartbeats answered
-        # Its peer has read an echo: the write buffer was empty when its next message came.
-        # Only such a connection may make room for itself by closing stuck ones.
+        # Its peer has read an echo: the write buffer was empty when its next message came,
+        # and has not filled since. Only such a connection may make room for itself by
+        # closing stuck ones, and it needs no place among the GROWING strangers.
         self.reads_echoes = False
         # The heartbeat (Gateway._heartbeats): loop times when the next ping is due and
         # when the pong to the ping in flight is, and that ping's payload.
@@ -219,6 +220,12 @@ class GatewayConnection(ServerConnection):
             if not self.transport.is_closing():
                 self.transport.resume_reading()  # type: ignore[attr-defined]
 
+    def receiving(self) -> bool:
+        """A frame is partly received (websockets' ``Protocol.reader.buffer``) and reading
+        it goes on: not held back by this connection's own echoes, which its peer leaves
+        unread."""
+        return bool(self.protocol.reader.buffer) and not self.reading_held & HELD_BY_WRITES
+
     def held_bytes(self) -> int:
         """Bytes this connection holds: write buffer, the message being echoed, receive
         queue, partial frame.
@@ -242,6 +249,10 @@ class GatewayConnection(ServerConnection):
 
     def pause_writing(self) -> None:
         super().pause_writing()
+        # Its peer stopped reading (a large kernel receive buffer can make one that never
+        # reads look as if it did, for its first echoes): shown again by the next message
+        # that finds the write buffer empty.
+        self.reads_echoes = False
         self.hold_reading(HELD_BY_WRITES)
 
     def resume_writing(self) -> None:
@@ -647,7 +658,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(MEMORY_CHECK_INTERVAL)
-            self.budget.rebalance()
+            self.budget.rebalance(loop.time())
             held = {c: c.held_bytes() for c in self.holding}
             self.metrics.memory_held = sum(held.values())
             self.metrics.memory_reserved = self.budget.floors + self.budget.granted
@@ -719,6 +730,7 @@ class Gateway:
                 budget_bytes=self.config.memory_budget,
                 closed=len(shed),
                 conns=[c.conn_id for c in shed],
+                for_conn=spare.conn_id if spare is not None else None,
             )
 
     # Heartbeat

@@ -18,6 +18,11 @@ reading *before* it takes another byte, and resumes when echoes drain and grants
 So a connection that never reads its echoes stops at what it was granted, and a healthy
 client that sends small messages never waits: its share is its own.
 
+Strangers (connections whose peers have not shown that they read their echoes) read beyond
+their share only GROWING at a time. Each read takes at most ``read_size``, so however many
+strangers send large messages at once, they cost one turn of the event loop a bounded
+amount of work, and the other clients' round trips stay short.
+
 Worst case, by construction: ``max(budget, base + connections x floor)``. The budget holds
 unless the floors of the connections alone exceed it (too many connections for it).
 """
@@ -34,6 +39,14 @@ GRANT_STEP = 64 * KiB  # grants are rounded up to this, so a growing frame asks 
 # Process memory the budget does not see as connections: log and metric buffers, the
 # allocator's slack. Counted with the base, once.
 HEADROOM = 8 * 2**20
+# Connections whose peers have not shown they read their echoes that may read a message
+# beyond their share at once. Each reads at most ``read_size`` per turn of the event loop,
+# so this bounds what strangers' large messages cost a turn, and so every other client's
+# latency, however many they are.
+GROWING = 16
+# A stranger that has not read for this long (s) gives its place up: one that sends half a
+# frame and stops cannot keep the others from their turn.
+GROWING_IDLE = 0.5
 
 
 class Reader(Protocol):
@@ -44,6 +57,8 @@ class Reader(Protocol):
     share: int  # user-space bytes it may hold, its next read included, without a grant
     read_size: int  # what one read can take at most: twice its receive buffer
     reads_echoes: bool  # its peer has shown it reads what it is sent
+
+    def receiving(self) -> bool: ...  # a message is partly received
 
     def held_bytes(self) -> int: ...
 
@@ -74,6 +89,8 @@ class MemoryBudget:
         self.granted = 0  # sum of the grants beyond the connections' shares
         self.holders: set[Reader] = set()  # connections with a grant
         self.waiting: dict[Reader, float] = {}  # stopped for memory -> since when
+        # Strangers reading a message beyond their share -> when each last read.
+        self.growing: dict[Reader, float] = {}
 
     @property
     def free(self) -> int:
@@ -88,19 +105,25 @@ class MemoryBudget:
         connection.floor = 0
         self._set_grant(connection, 0)
         self.waiting.pop(connection, None)
+        self.growing.pop(connection, None)
 
     def after_read(self, connection: Reader, now: float) -> None:
         """Reserve the connection's next read, or stop it from reading until there is room."""
+        if connection in self.growing:
+            if connection.receiving():
+                self.growing[connection] = now
+            else:
+                del self.growing[connection]
         extra = self.shortfall(connection)
         if extra <= 0:
             return
-        if extra <= self.free:
+        if extra <= self.free and self._may_grow(connection, now):
             self._set_grant(connection, connection.granted + extra)
         elif connection not in self.waiting:
             self.waiting[connection] = now
             connection.hold_reading_for_memory()
 
-    def rebalance(self) -> None:
+    def rebalance(self, now: float) -> None:
         """Grants follow what holders hold; waiters read again, first come first.
 
         Called every few milliseconds: echoes drain between two calls, not in a callback.
@@ -111,11 +134,16 @@ class MemoryBudget:
         """
         for connection in list(self.holders):
             self._set_grant(connection, self._need(connection))
+        for connection, last_read in list(self.growing.items()):
+            if not connection.receiving() or now - last_read >= GROWING_IDLE:
+                del self.growing[connection]
         for connection in sorted(self.waiting, key=lambda c: not c.reads_echoes):
             extra = self.shortfall(connection)
             if extra > self.free:
                 break
             if extra > 0:
+                if not self._may_grow(connection, now):
+                    continue
                 self._set_grant(connection, connection.granted + extra)
             del self.waiting[connection]
             connection.release_reading_for_memory()
@@ -129,6 +157,16 @@ class MemoryBudget:
             if connection.reads_echoes:
                 return connection
         return None
+
+    def _may_grow(self, connection: Reader, now: float) -> bool:
+        """Whether the connection may read beyond its share now (taking a place among the
+        GROWING strangers if it needs one)."""
+        if connection.reads_echoes or connection in self.growing:
+            return True
+        if len(self.growing) >= GROWING:
+            return False
+        self.growing[connection] = now
+        return True
 
     def shortfall(self, connection: Reader) -> int:
         """Bytes the connection must be granted before it may read once more."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.budget import GRANT_STEP, MemoryBudget, connection_sizes
+from server.budget import GRANT_STEP, GROWING, GROWING_IDLE, MemoryBudget, connection_sizes
 
 pytestmark = pytest.mark.unit
 
@@ -20,6 +20,10 @@ class Reader:
         self.held = held
         self.reading = True
         self.reads_echoes = False
+        self.partial = True  # a frame partly received
+
+    def receiving(self) -> bool:
+        return self.partial
 
     def held_bytes(self) -> int:
         return self.held
@@ -76,10 +80,10 @@ def test_waiters_read_again_first_come_first_served_as_holders_drain():
     second.reads_echoes = True
     assert budget.starving(now=3.5, after=1.0) is second
     holder.held = 0  # its echoes drained
-    budget.rebalance()
+    budget.rebalance(now=10.0)
     assert holder.granted == 0 and first.reading and second.reading and not budget.waiting
     first.held = 2000 * KIB  # an echo's buffers replaced the frame: the grant grows with it
-    budget.rebalance()
+    budget.rebalance(now=10.0)
     assert first.granted >= first.held + first.read_size - first.share
 
 
@@ -93,3 +97,41 @@ def test_a_lost_connection_gives_its_floor_and_grant_back_once():
     budget.lost(reader)
     budget.lost(reader)
     assert budget.free == 4096 * KIB and not budget.holders
+
+
+def test_strangers_read_beyond_their_share_a_few_at_a_time():
+    """However many strangers (peers that have not shown they read their echoes) send large
+    messages at once, only GROWING of them read beyond their share at a time, so what they
+    cost one turn of the event loop is bounded. The next takes a place when one finishes
+    its frame; a peer that reads its echoes needs no place."""
+    budget = MemoryBudget(limit=1024 * 1024 * KIB)
+    strangers = [Reader(held=500 * KIB) for _ in range(GROWING + 1)]
+    known = Reader(held=500 * KIB)
+    known.reads_echoes = True
+    for reader in [*strangers, known]:
+        budget.accepted(reader)
+        budget.after_read(reader, now=0.0)
+    assert all(reader.reading for reader in strangers[:GROWING])
+    assert not strangers[-1].reading and budget.waiting == {strangers[-1]: 0.0}
+    assert known.reading
+    budget.rebalance(now=GROWING_IDLE / 2)
+    assert not strangers[-1].reading
+    strangers[0].partial = False  # its message is whole (or its own echoes hold it back)
+    budget.rebalance(now=GROWING_IDLE / 2)
+    assert strangers[-1].reading and not budget.waiting and strangers[0] not in budget.growing
+
+
+def test_a_stranger_that_stops_sending_gives_its_place_up():
+    """Half a frame and then nothing: after GROWING_IDLE without a read its place is free,
+    so GROWING such peers cannot keep every other stranger from its turn."""
+    budget = MemoryBudget(limit=1024 * 1024 * KIB)
+    stalled = [Reader(held=500 * KIB) for _ in range(GROWING)]
+    waiting = Reader(held=500 * KIB)
+    for reader in [*stalled, waiting]:
+        budget.accepted(reader)
+        budget.after_read(reader, now=0.0)
+    assert not waiting.reading
+    budget.rebalance(now=GROWING_IDLE / 2)
+    assert not waiting.reading
+    budget.rebalance(now=GROWING_IDLE)
+    assert waiting.reading and waiting in budget.growing

@@ -29,6 +29,7 @@ ABORTED, UNFINISHED = int(E["ABORTED"]), int(E["UNFINISHED"])
 MESSAGE, PUSH_CAP, PINGS = int(E["MESSAGE"]), int(E["PUSH_CAP"]), int(E["PINGS"])
 TRIES = int(E["TRIES"])
 HELD, PLACE_WITHIN, LIFETIME = float(E["HELD"]), float(E["PLACE_WITHIN"]), float(E["LIFETIME"])
+SEND_BUFFER = 64 * 1024  # bytes an attacker's socket queues (the kernel doubles it)
 URL = f"ws://{HOST}:{PORT}/ws"
 AUTHORITY = f"{HOST}:{PORT}"
 # Resolved once: 300 lookups at once overwhelm Docker's DNS and the resolver's threads.
@@ -76,6 +77,11 @@ async def hostile(kind, n, push, cap, record):
             return
         await asyncio.sleep(0.5 * state["tries"])  # backoff before the next try
     ws.transport.pause_reading()
+    # What it sends waits in its own kernel at most SEND_BUFFER: the gateway sees the same
+    # attack (as fast as it takes it in), and the cores it shares with the gateway here
+    # are not spent queueing megabytes of pings and frames that no one will read.
+    sock = ws.transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
     conns.append(ws)
     state["outcome"] = "connected"
     await go.wait()
