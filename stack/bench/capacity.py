@@ -6,12 +6,12 @@ Every limit of the way is sized from the target (:func:`setup_for`):
   (20,000 here). A server process holds one per connection, an NGINX worker two: a server
   process gets at most PER_SERVER_PROCESS connections (WS_WORKERS, SO_REUSEPORT), an NGINX
   worker PER_NGINX_WORKER (WORKER_PROCESSES, reuseport);
-- ports: NGINX reaches a server container from one address, so one server address:port
-  takes at most ~28,000 tunnels (the ephemeral port range): PER_SERVER per container, more
-  containers (compose --scale server=N) past it, which NGINX balances (least_conn);
-- the load generator connects from the host's address on each network NGINX is on, one
-  (source, destination) pair per PER_ADDRESS connections (networks of the stack's own are
-  added for more), from one client process per CLIENT_PROCESS connections;
+- ports: one (source, destination address:port) pair carries PER_PAIR connections before
+  connect() turns slow (see PER_PAIR). NGINX reaches a server container from one address:
+  PER_SERVER per container, more containers (compose --scale server=N) past it, which
+  NGINX balances (least_conn). The load generator connects from the host's address on each
+  network NGINX is on, PER_PAIR each (networks of the stack's own are added for more),
+  from one client process per CLIENT_PROCESS connections;
 - admission: WS_MAX_CONNECTIONS is each server process's share plus CAP_ROOM, so past the
   target the servers' cap answers 503 first, while NGINX's workers still have room.
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import re
+import socket
 import time
 from contextlib import suppress
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.progress import TaskID
+from websockets.sync.client import connect
 
 from stack import compose_file, prometheus
 from stack.bench import stacks, usage
@@ -44,17 +46,27 @@ from stack.waits import ConditionTimeout, settled, until
 # Room per idle connection when the capacity run raises memory limits: measured here at
 # about 21 KiB (server) and 28 KiB (NGINX, both sockets of a tunnel), plus a quarter.
 BYTES_PER_CONNECTION = {"server": 27 * 1024, "nginx": 34 * 1024}
-PER_SERVER = 20000  # connections per server container (NGINX's ~28,000 ports to it)
-PER_SERVER_PROCESS = 10000  # connections per server process (20,000 descriptors)
+# Ports: connect() takes its ephemeral port from the even half of the range (32768-60999)
+# first, and scans all of that half before the odd one: past ~14,000 connections per
+# (source, destination address:port) pair every connect() walks 14,000 ports in the kernel,
+# and the ramp stalls in system time (measured: from about 70,000 with 15,000 per pair).
+PER_PAIR = 12500  # connections per (source address, destination address:port)
+PER_SERVER = PER_PAIR  # per server container: NGINX reaches it from one address
+PER_SERVER_PROCESS = 15000  # connections per server process (20,000 descriptors)
 PER_NGINX_WORKER = 7500  # WebSockets per NGINX worker (two descriptors each)
-PER_ADDRESS = 20000  # connections per (host address, NGINX address) pair
 CLIENT_PROCESS = 12000  # connections per load generator process (20,000 descriptors)
 CAP_ROOM = 1.05  # WS_MAX_CONNECTIONS: a server process's share of the target, plus 5 %
+# Handshakes in flight at once, over all client processes: more only queue up on 2 cores
+# (and time out) instead of opening faster.
+HANDSHAKES_IN_FLIGHT = 200
 OVERFLOW = 0.1  # past the target, this share of it more is tried
 HOLD_SECONDS = 60  # at the top, every connection answers heartbeats this long at least
+# Heartbeats are CPU: every ping crosses NGINX twice. The interval grows with the target so
+# that pings stay under this many a second (100,000 connections: 20 s, the compose default).
+PINGS_PER_SECOND = 5000
 # Handshakes per second per client address NGINX allows: the ramp's 2,000 and more per
 # second come from a few host addresses, so the per-IP rate limit is set for that (with
-# room), not switched off; per-IP open connections: each address brings PER_ADDRESS.
+# room), not switched off; per-IP open connections: each address brings PER_PAIR.
 RAMP_RATE_PER_ADDRESS = 5000
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
 DOCS_BEGIN, DOCS_END = "<!-- capacity-100k -->", "<!-- /capacity-100k -->"
@@ -79,6 +91,7 @@ class Containers:
 def setup_for(settings: Settings) -> Setup:
     """Server containers, processes, NGINX workers, caps and rate limits for the target."""
     target = settings.capacity
+    ping_interval = ping_interval_for(settings)
     replicas = max(1, math.ceil(target / PER_SERVER))
     server_workers = max(1, math.ceil(target / replicas / PER_SERVER_PROCESS))
     cap = math.ceil(target / replicas / server_workers * CAP_ROOM)
@@ -92,10 +105,10 @@ def setup_for(settings: Settings) -> Setup:
         "capacity",
         f"gateway, {replicas} server container(s) of WS_WORKERS={server_workers} "
         f"(WS_MAX_CONNECTIONS={cap}), NGINX {nginx_workers} workers "
-        f"(PROXY_BUFFER_SIZE=1k), ping every {settings.ping_interval:g} s",
+        f"(PROXY_BUFFER_SIZE=1k), ping every {ping_interval:g} s",
         {
             "WS_WORKERS": str(server_workers),
-            "WS_PING_INTERVAL": f"{settings.ping_interval:g}",
+            "WS_PING_INTERVAL": f"{ping_interval:g}",
             "WS_MAX_CONNECTIONS": str(cap),
         },
         {
@@ -106,10 +119,16 @@ def setup_for(settings: Settings) -> Setup:
             "PROXY_BUFFER_SIZE": "1k",
             "WS_RATE_LIMIT": f"{RAMP_RATE_PER_ADDRESS}r/s",
             "WS_RATE_BURST": str(RAMP_RATE_PER_ADDRESS),
-            "WS_CONN_LIMIT_PER_IP": str(min(65535, 2 * PER_ADDRESS)),
+            "WS_CONN_LIMIT_PER_IP": str(min(65535, 2 * PER_PAIR)),
         },
         replicas=replicas,
     )
+
+
+def ping_interval_for(settings: Settings) -> float:
+    """WS_PING_INTERVAL of the run: ``--ping-interval``, or longer to keep pings per second
+    under PINGS_PER_SECOND."""
+    return max(settings.ping_interval, math.ceil(settings.capacity / PINGS_PER_SECOND))
 
 
 def run(session: Session) -> dict[str, Any]:
@@ -134,7 +153,8 @@ def run(session: Session) -> dict[str, Any]:
         result["compose_memory_limits"] = dict(limits)
         if not s.keep_limits:
             _raise_limits(containers, limits, target)
-        addresses = stacks.nginx_addresses(stack, math.ceil(target / PER_ADDRESS))
+        pairs = math.ceil(target * (1 + OVERFLOW) / PER_PAIR)  # the overflow too
+        addresses = stacks.nginx_addresses(stack, pairs)
         targets = [(ip, NGINX_PORT, "localhost") for ip in addresses]
         result["targets"] = [f"{h}:{p}" for h, p, _ in targets]
         settled(lambda: sum(containers.memory().values()), "capacity: memory at rest")
@@ -283,7 +303,7 @@ def ramp(
         step = min(step_size, target - opened)
         t0 = time.monotonic()
         answers = pool.call(
-            _open_commands(pool, targets, step, opened, concurrency=50),
+            _open_commands(pool, targets, step, opened),
             timeout=300,
             tick=lambda: progress.update(
                 task, completed=pool.total(2), info=f"open {pool.total(2):,.0f}"
@@ -326,10 +346,11 @@ def _open_commands(
     targets: list[tuple[str, int, str]],
     count: int,
     first: int,
-    concurrency: int,
     within: float = 10.0,
 ) -> list[dict[str, Any]]:
-    """One "open" command per client process: its share of ``count`` new connections."""
+    """One "open" command per client process: its share of ``count`` new connections, and
+    of HANDSHAKES_IN_FLIGHT."""
+    concurrency = max(10, HANDSHAKES_IN_FLIGHT // pool.processes)
     return [
         {
             "op": "open",
@@ -378,14 +399,8 @@ def _retry(
 ) -> list[dict[str, Any]]:
     """Once more, slower, for the handshakes that failed: a transient overload (SYN backlog,
     CPU) passes, a hard limit fails again. First, NGINX must answer a handshake again."""
-    host, port, _ = targets[0]
     with suppress(ConditionTimeout):  # then the retry below fails too, and says how
-        until(
-            lambda: GatewayStack.echo_once(f"ws://{host}:{port}/ws"),
-            "capacity: NGINX echoes again",
-            20,
-            errors=(Exception,),
-        )
+        until(lambda: _echoes(*targets[0]), "capacity: NGINX echoes again", 20, errors=(Exception,))
     return pool.call(
         [
             {
@@ -402,13 +417,23 @@ def _retry(
     )
 
 
+def _echoes(host: str, port: int, host_header: str) -> bool:
+    """Whether one new WebSocket to ``host:port`` (with ``host_header``) echoes."""
+    with socket.create_connection((host, port), timeout=3) as sock:
+        uri = f"ws://{host_header}/ws"
+        with connect(uri, sock=sock, open_timeout=3, close_timeout=1) as ws:
+            ws.send("capacity")
+            return ws.recv(timeout=3) == "capacity"
+
+
 def _hold(session: Session, pool: ClientPool, opened: int, result: dict[str, Any]) -> TaskID:
     """Hold for HOLD_SECONDS at least, until every connection has answered a heartbeat since
     the hold began (its task). Records held, unpinged (open, no heartbeat answered), lost."""
     progress = session.progress
     pool.call({"op": "mark"}, timeout=60)
     pings0 = sum(r["pings"] for r in pool.call({"op": "status"}, timeout=60))
-    hold = max(HOLD_SECONDS, session.settings.ping_interval * 1.5 + 2)
+    interval = ping_interval_for(session.settings)
+    hold = max(HOLD_SECONDS, interval * 1.5 + 2)
     htask = progress.add_task(f"capacity: hold {opened:,} with heartbeats", total=hold, info="")
     t0 = time.monotonic()
     status: list[dict[str, Any]] = []
@@ -425,7 +450,7 @@ def _hold(session: Session, pool: ClientPool, opened: int, result: dict[str, Any
         return time.monotonic() - t0 >= hold and unpinged == 0
 
     # Every connection is pinged within WS_PING_INTERVAL plus the server's sweep.
-    deadline = hold + 2 * session.settings.ping_interval + 10
+    deadline = hold + 2 * interval + 10
     with suppress(ConditionTimeout):  # recorded below: unpinged > 0
         until(held_and_heard, "capacity: every connection answered a heartbeat", deadline)
     result["held"] = sum(r["open"] for r in status)
@@ -449,9 +474,7 @@ def _beyond(
     extra = max(1, math.ceil(result["target"] * OVERFLOW))
     task = session.progress.add_task(f"capacity: {extra:,} more past the top", total=None, info="")
     before = server_refusals(stack)
-    answers = pool.call(
-        _open_commands(pool, targets, extra, result["reached"], concurrency=50), timeout=300
-    )
+    answers = pool.call(_open_commands(pool, targets, extra, result["reached"]), timeout=300)
     status = pool.call({"op": "status"}, timeout=60)
     settled(lambda: sum(server_refusals(stack).values()), "capacity: servers' refusals")
     after = server_refusals(stack)
