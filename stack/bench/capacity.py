@@ -60,6 +60,9 @@ CAP_ROOM = 1.05  # WS_MAX_CONNECTIONS: a server process's share of the target, p
 # (and time out) instead of opening faster.
 HANDSHAKES_IN_FLIGHT = 200
 OVERFLOW = 0.1  # past the target, this share of it more is tried
+# ... each given this long for its answer: a refusal that takes longer counts as a hang
+# (NGINX's own bound: PROXY_CONNECT_TIMEOUT 5 s per try, 3 tries).
+BEYOND_WITHIN = 30.0
 HOLD_SECONDS = 60  # at the top, every connection answers heartbeats this long at least
 # Heartbeats are CPU: every ping crosses NGINX twice. The interval grows with the target so
 # that pings stay under this many a second (100,000 connections: 20 s, the compose default).
@@ -474,7 +477,9 @@ def _beyond(
     extra = max(1, math.ceil(result["target"] * OVERFLOW))
     task = session.progress.add_task(f"capacity: {extra:,} more past the top", total=None, info="")
     before = server_refusals(stack)
-    answers = pool.call(_open_commands(pool, targets, extra, result["reached"]), timeout=300)
+    answers = pool.call(
+        _open_commands(pool, targets, extra, result["reached"], within=BEYOND_WITHIN), timeout=300
+    )
     status = pool.call({"op": "status"}, timeout=60)
     settled(lambda: sum(server_refusals(stack).values()), "capacity: servers' refusals")
     after = server_refusals(stack)
@@ -524,6 +529,11 @@ def docs_section(result: dict[str, Any]) -> str:
     beyond = result.get("beyond") or {}
     total = mem["server"] + mem["nginx"]
     opening = sum(step["open_seconds"] for step in result["steps"])
+    rates, before = [], 0
+    for step in result["steps"]:
+        rates.append((step["connections"] - before) / max(step["open_seconds"], 1e-9))
+        before = step["connections"]
+    fastest, last = max(rates), rates[-1]
     rows = [
         ("setup", result["setup"]),
         (
@@ -552,20 +562,22 @@ def docs_section(result: dict[str, Any]) -> str:
             "time to ramp",
             f"{result['ramp_seconds']:.0f} s in all, memory read after every "
             f"{result['steps'][0]['connections']:,}; handshakes alone {opening:.0f} s "
-            f"({result['reached'] / max(opening, 1e-9):,.0f} new WebSockets/s)",
+            f"({result['reached'] / max(opening, 1e-9):,.0f} new WebSockets/s; fastest "
+            f"step {fastest:,.0f}/s, last {last:,.0f}/s)",
         ),
         ("first limit above the target", beyond.get("first_limit", "not tried")),
         (
             "past the target",
             f"{beyond.get('opened', 0):,} of {beyond.get('tried', 0):,} more opened, "
-            f"the rest answered {beyond.get('errors', {})}; held before: "
+            f"the rest: {_kinds(beyond.get('errors', {}))}; held before: "
             f"{beyond.get('held_lost', 0):,} lost, {beyond.get('held_silent', 0):,} silent",
         ),
         ("processes killed for memory", str(result.get("oom_kills", {}))),
     ]
     lines = [
         DOCS_BEGIN,
-        f"Written by `python -m stack bench --phases capacity --capacity {result['target']}`.",
+        f"Written by `python -m stack bench --phases capacity --capacity {result['target']}` "
+        f"on {time.strftime('%Y-%m-%d')}.",
         "",
         "| | |",
         "| --- | --- |",
@@ -573,6 +585,12 @@ def docs_section(result: dict[str, Any]) -> str:
         DOCS_END,
     ]
     return "\n".join(lines)
+
+
+def _kinds(counts: dict[str, int]) -> str:
+    """``{"HTTP 503": 4969}`` as "4,969 HTTP 503" (most first), or "none"."""
+    ordered = sorted(counts.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{n:,} {kind}" for kind, n in ordered) or "none"
 
 
 def write_docs(result: dict[str, Any], path: Path = DOCS) -> None:
