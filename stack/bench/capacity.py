@@ -1,35 +1,78 @@
 """Capacity: idle connections ramped through NGINX, held with heartbeats, then sampled.
 
-Descriptors: the engine grants each container at most its own hard limit (20,000 here),
-per process. The server gets one worker per 15,000 connections and NGINX one worker per
-7,500 (two descriptors per WebSocket), so no process hits it. Ports: NGINX reaches a
-server from one address, so one server address:port takes at most ~28,000 tunnels (the
-ephemeral port range): past 25,000 the run adds replicas (compose --scale server=N), which
-NGINX balances by DNS.
+Every limit of the way is sized from the target (:func:`setup_for`):
+
+- descriptors: the engine grants each container process at most its own hard limit
+  (20,000 here). A server process holds one per connection, an NGINX worker two: a server
+  process gets at most PER_SERVER_PROCESS connections (WS_WORKERS, SO_REUSEPORT), an NGINX
+  worker PER_NGINX_WORKER (WORKER_PROCESSES, reuseport);
+- ports: one (source, destination address:port) pair carries PER_PAIR connections before
+  connect() turns slow (see PER_PAIR). NGINX reaches a server container from one address:
+  PER_SERVER per container, more containers (compose --scale server=N) past it, which
+  NGINX balances (least_conn). The load generator connects from the host's address on each
+  network NGINX is on, PER_PAIR each (networks of the stack's own are added for more),
+  from one client process per CLIENT_PROCESS connections;
+- admission: WS_MAX_CONNECTIONS is each server process's share plus CAP_ROOM, so past the
+  target the servers' cap answers 503 first, while NGINX's workers still have room.
+
+Past the target, OVERFLOW more handshakes show which limit answers first, and that the
+connections already open stay untouched. A run of 100,000 or more writes its table into
+docs/benchmarks.md (section "100,000 connections").
 """
 
 from __future__ import annotations
 
 import math
+import re
+import socket
 import time
+from contextlib import suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.progress import TaskID
+from websockets.sync.client import connect
 
-from stack import compose_file
+from stack import compose_file, prometheus
 from stack.bench import resource_usage, stacks
 from stack.bench.loadgen import ClientPool, error_counts, split
 from stack.bench.settings import Settings
 from stack.bench.setups import Setup
 from stack.bench.stacks import Session
-from stack.gateway import NGINX_PORT, GatewayStack
-from stack.waits import settled
+from stack.gateway import NGINX_PORT, SERVER_PORT, GatewayStack
+from stack.waits import ConditionTimeout, settled, until
 
 # Room per idle connection when the capacity run raises memory limits: measured here at
 # about 21 KiB (server) and 28 KiB (NGINX, both sockets of a tunnel), plus a quarter.
 BYTES_PER_CONNECTION = {"server": 27 * 1024, "nginx": 34 * 1024}
-PER_SERVER = 25000  # connections per server address (under the ~28,000 ephemeral ports)
+# Ports: connect() takes its ephemeral port from the even half of the range (32768-60999)
+# first, and scans all of that half before the odd one: past ~14,000 connections per
+# (source, destination address:port) pair every connect() walks 14,000 ports in the kernel,
+# and the ramp stalls in system time (measured: from about 70,000 with 15,000 per pair).
+PER_PAIR = 12500  # connections per (source address, destination address:port)
+PER_SERVER = PER_PAIR  # per server container: NGINX reaches it from one address
+PER_SERVER_PROCESS = 15000  # connections per server process (20,000 descriptors)
+PER_NGINX_WORKER = 7500  # WebSockets per NGINX worker (two descriptors each)
+CLIENT_PROCESS = 12000  # connections per load generator process (20,000 descriptors)
+CAP_ROOM = 1.05  # WS_MAX_CONNECTIONS: a server process's share of the target, plus 5 %
+# Handshakes in flight at once, over all client processes: more only queue up on 2 cores
+# (and time out) instead of opening faster.
+HANDSHAKES_IN_FLIGHT = 200
+OVERFLOW = 0.1  # past the target, this share of it more is tried
+# ... each given this long for its answer: a refusal that takes longer counts as a hang
+# (NGINX's own bound: PROXY_CONNECT_TIMEOUT 5 s per try, 3 tries).
+BEYOND_WITHIN = 30.0
+HOLD_SECONDS = 60  # at the top, every connection answers heartbeats this long at least
+# Heartbeats are CPU: every ping crosses NGINX twice. The interval grows with the target so
+# that pings stay under this many a second (100,000 connections: 20 s, the compose default).
+PINGS_PER_SECOND = 5000
+# Handshakes per second per client address NGINX allows: the ramp's 2,000 and more per
+# second come from a few host addresses, so the per-IP rate limit is set for that (with
+# room), not switched off; per-IP open connections: each address brings PER_PAIR.
+RAMP_RATE_PER_ADDRESS = 5000
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
+DOCS_BEGIN, DOCS_END = "<!-- capacity-100k -->", "<!-- /capacity-100k -->"
 
 
 @dataclass(frozen=True)
@@ -53,11 +96,13 @@ class Containers:
 
 
 def setup_for(settings: Settings) -> Setup:
-    """Enough server containers, workers and descriptors for ``settings.capacity``."""
+    """Server containers, processes, NGINX workers, caps and rate limits for the target."""
     target = settings.capacity
+    ping_interval = ping_interval_for(settings)
     replicas = max(1, math.ceil(target / PER_SERVER))
-    server_workers = max(1, math.ceil(target / replicas / 15000))
-    nginx_workers = max(2, math.ceil(target / 7500))
+    server_workers = max(1, math.ceil(target / replicas / PER_SERVER_PROCESS))
+    cap = math.ceil(target / replicas / server_workers * CAP_ROOM)
+    nginx_workers = max(2, math.ceil(target / PER_NGINX_WORKER))
     nofile = min(
         int(u["Soft"])
         for u in compose_file.runtime_kwargs("nginx")["ulimits"]
@@ -65,29 +110,46 @@ def setup_for(settings: Settings) -> Setup:
     )
     return Setup(
         "capacity",
-        f"gateway, {replicas} server container(s) of WS_WORKERS={server_workers}, "
-        f"NGINX {nginx_workers} workers, ping every {settings.ping_interval:g} s",
-        {"WS_WORKERS": str(server_workers), "WS_PING_INTERVAL": f"{settings.ping_interval:g}"},
+        f"gateway, {replicas} server container(s) of WS_WORKERS={server_workers} "
+        f"(WS_MAX_CONNECTIONS={cap}), NGINX {nginx_workers} workers "
+        f"(PROXY_BUFFER_SIZE=1k), ping every {ping_interval:g} s",
+        {
+            "WS_WORKERS": str(server_workers),
+            "WS_PING_INTERVAL": f"{ping_interval:g}",
+            "WS_MAX_CONNECTIONS": str(cap),
+        },
         {
             "WORKER_PROCESSES": str(nginx_workers),
             "WORKER_CONNECTIONS": str(min(nofile, 65536)),
             "WORKER_RLIMIT_NOFILE": str(min(nofile, 65536)),
-            # The heartbeat keeps tunnels busy; NGINX must not time them out meanwhile.
-            "PROXY_READ_TIMEOUT": "300s",
+            # Many idle, small-message clients: 2 KiB less per WebSocket (docs/benchmarks.md).
+            "PROXY_BUFFER_SIZE": "1k",
+            "WS_RATE_LIMIT": f"{RAMP_RATE_PER_ADDRESS}r/s",
+            "WS_RATE_BURST": str(RAMP_RATE_PER_ADDRESS),
+            "WS_CONN_LIMIT_PER_IP": str(min(65535, 2 * PER_PAIR)),
         },
         replicas=replicas,
     )
 
 
+def ping_interval_for(settings: Settings) -> float:
+    """WS_PING_INTERVAL of the run: ``--ping-interval``, or longer to keep pings per second
+    under PINGS_PER_SECOND."""
+    return max(settings.ping_interval, math.ceil(settings.capacity / PINGS_PER_SECOND))
+
+
 def run(session: Session) -> dict[str, Any]:
-    """Ramp idle connections through NGINX; memory per connection; heartbeats; samples."""
-    s, progress = session.settings, session.progress
+    """Ramp idle connections through NGINX; hold them with heartbeats; memory per
+    connection; samples; then past the target, what answers first."""
+    s = session.settings
     target = s.capacity
     setup = setup_for(s)
     stack = session.stack(setup)
-    processes = max(s.clients, math.ceil(target / 12000))
+    processes = max(s.clients, math.ceil(target / CLIENT_PROCESS))
     result: dict[str, Any] = {
         "setup": setup.title,
+        "server_env": setup.server_env,
+        "nginx_env": setup.nginx_env,
         "target": target,
         "steps": [],
         "client_processes": processes,
@@ -98,49 +160,58 @@ def run(session: Session) -> dict[str, Any]:
         result["compose_memory_limits"] = dict(limits)
         if not s.keep_limits:
             _raise_limits(containers, limits, target)
-        targets = _targets(stack, target)
+        pairs = math.ceil(target * (1 + OVERFLOW) / PER_PAIR)  # the overflow too
+        addresses = stacks.nginx_addresses(stack, pairs)
+        targets = [(ip, NGINX_PORT, "localhost") for ip in addresses]
         result["targets"] = [f"{h}:{p}" for h, p, _ in targets]
         settled(lambda: sum(containers.memory().values()), "capacity: memory at rest")
-        base = containers.memory()
-        base_anon = containers.anon()
-        result["idle_memory"] = base
+        idle = containers.memory(), containers.anon()
+        result["idle_memory"] = idle[0]
         with ClientPool(processes) as pool:
-            opened, limit_reason = _ramp(session, pool, containers, limits, targets, result)
-            result["reached"] = opened
-            result["limit"] = limit_reason
-            htask = _hold(session, pool, opened, result)
-            mem, anon = containers.memory(), containers.anon()
-            still_open = result["held"]
-            sample_n = min(s.capacity_sample, still_open)
+            started = time.monotonic()
+            result["reached"], result["limit"] = ramp(
+                session, pool, containers, limits, targets, result
+            )
+            result["ramp_seconds"] = time.monotonic() - started
+            htask = _hold(session, pool, result["reached"], result)
+            _measure_memory(containers, idle, result)
+            result["memory_limits"] = limits
+            sample_n = min(s.capacity_sample, result["held"])
             samples = pool.call(
                 [{"op": "sample", "count": n} for n in split(sample_n, processes)], timeout=60
             )
             result["sample_ok"] = sum(r["ok"] for r in samples)
             result["sample_failed"] = sum(r["failed"] for r in samples)
-            result["memory"] = mem
-            for role in ("server", "nginx"):
-                result[f"{role}_bytes_per_connection"] = (mem[role] - base[role]) / max(
-                    1, still_open
-                )
-                result[f"{role}_anon_bytes_per_connection"] = (anon[role] - base_anon[role]) / max(
-                    1, still_open
-                )
-            result["memory_limits"] = limits
-            result["oom_kills"] = containers.oom_kills()
-            progress.update(
+            session.progress.update(
                 htask,
                 completed=result["hold_seconds"],
-                info=f"held {still_open:,}; pings {result['pings_during_hold']:,}; "
+                info=f"held {result['held']:,}; unanswered {result['unpinged']:,}; "
                 f"sample {result['sample_ok']}/{sample_n} echoed; "
                 f"{result['server_bytes_per_connection'] / 1024:.1f} KiB/conn server, "
                 f"{result['nginx_bytes_per_connection'] / 1024:.1f} KiB/conn NGINX",
             )
-            ctask = progress.add_task("capacity: close all", total=None, info="")
+            result["beyond"] = _beyond(session, pool, stack, targets, result)
+            result["oom_kills"] = containers.oom_kills()
+            ctask = session.progress.add_task("capacity: close all", total=None, info="")
             pool.call({"op": "close", "within": 30}, timeout=120)
-            progress.update(ctask, total=1, completed=1)
+            session.progress.update(ctask, total=1, completed=1)
     finally:
-        stack.down()
+        stacks.down(stack)
+    if target >= 100000:
+        write_docs(result)
     return result
+
+
+def _measure_memory(
+    containers: Containers, idle: tuple[dict[str, int], dict[str, int]], result: dict[str, Any]
+) -> None:
+    """Memory of each side at the top, and per connection held (cgroup and RssAnon)."""
+    mem, anon = containers.memory(), containers.anon()
+    result["memory"] = mem
+    held = max(1, result["held"])
+    for role in ("server", "nginx"):
+        result[f"{role}_bytes_per_connection"] = (mem[role] - idle[0][role]) / held
+        result[f"{role}_anon_bytes_per_connection"] = (anon[role] - idle[1][role]) / held
 
 
 def run_published(session: Session) -> dict[str, Any]:
@@ -161,7 +232,7 @@ def run_published(session: Session) -> dict[str, Any]:
         limits = {role: compose_file.memory_limit(role) for role in ("server", "nginx")}
         targets = [("127.0.0.1", stack.port, "localhost")]
         with ClientPool(s.clients) as pool:
-            opened, reason = _ramp(
+            opened, reason = ramp(
                 session, pool, containers, limits, targets, result, target, step, "published port"
             )
             result["held"] = sum(r["open"] for r in pool.call({"op": "status"}, timeout=60))
@@ -171,7 +242,7 @@ def run_published(session: Session) -> dict[str, Any]:
         result["reached"] = opened
         result["port_answers_after_close"] = _answers(stack)
     finally:
-        stack.down()
+        stacks.down(stack)
     return result
 
 
@@ -212,7 +283,7 @@ def _targets(stack: GatewayStack, target: int) -> list[tuple[str, int, str]]:
     return targets if target > PER_SERVER else targets[:1]
 
 
-def _ramp(
+def ramp(
     session: Session,
     pool: ClientPool,
     containers: Containers,
@@ -223,7 +294,10 @@ def _ramp(
     step_size: int | None = None,
     via: str = "NGINX",
 ) -> tuple[int, str | None]:
-    """Open connections step by step until the target or a limit: (open, why it stopped)."""
+    """Open connections step by step until the target or a limit: (open, why it stopped).
+
+    Each step is recorded in ``result["steps"]`` (connections, failures, seconds, memory).
+    """
     s, progress = session.settings, session.progress
     target = target or s.capacity
     step_size = step_size or s.capacity_step
@@ -236,65 +310,92 @@ def _ramp(
         step = min(step_size, target - opened)
         t0 = time.monotonic()
         answers = pool.call(
-            [
-                {
-                    "op": "open",
-                    "targets": targets,
-                    "count": n,
-                    "concurrency": 50,
-                    "first": opened + i,
-                }
-                for i, n in enumerate(split(step, pool.processes))
-            ],
+            _open_commands(pool, targets, step, opened),
             timeout=300,
             tick=lambda: progress.update(
                 task, completed=pool.total(2), info=f"open {pool.total(2):,.0f}"
             ),
         )
         failed = sum(r["failed"] for r in answers)
-        errors = error_counts(answers)
-        retried_ok = 0
+        record = {
+            "failed": failed,
+            "errors": error_counts(answers),
+            "retried_ok": 0,
+            # the slowest process's opening time: handshakes, not the bench's bookkeeping
+            "open_seconds": max(r["seconds"] for r in answers),
+        }
         if failed:
             answers = _retry(pool, answers, targets, opened)
-            retried_ok = sum(r["opened"] for r in answers)
-        ramp_s = time.monotonic() - t0
+            record["retried_ok"] = sum(r["opened"] for r in answers)
+        record["seconds"] = time.monotonic() - t0
         opened = sum(r["open"] for r in answers)
         settled(lambda: sum(containers.memory().values()), f"capacity: memory at {opened:,}")
         mem = containers.memory()
-        result["steps"].append(
-            {
-                "connections": opened,
-                "failed": failed,
-                "errors": errors,
-                "retried_ok": retried_ok,
-                "seconds": ramp_s,
-                "server_bytes": mem["server"],
-                "nginx_bytes": mem["nginx"],
-            }
-        )
+        record.update(connections=opened, server_bytes=mem["server"], nginx_bytes=mem["nginx"])
+        result["steps"].append(record)
         progress.update(
             task,
             completed=opened,
             info=f"open {opened:,}  server {mem['server'] / 2**20:.0f} MiB  "
             f"nginx {mem['nginx'] / 2**20:.0f} MiB"
-            + (f"  failed {failed} {errors}" if failed else ""),
+            + (f"  failed {failed} {record['errors']}" if failed else ""),
         )
-        kills = containers.oom_kills()
-        dropped = before + (step - failed) + retried_ok - opened
-        if any(kills.values()) or dropped > max(10, step // 200):
-            return opened, (
-                f"{max(0, dropped):,} open connections dropped; processes killed "
-                f"for memory: {kills} (limits "
-                + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in limits.items())
-                + ")"
-            )
-        if failed - retried_ok > max(10, step // 200):
-            return opened, (
-                f"{failed} of {step} handshakes failed ({errors}), {retried_ok} passed when retried"
-            )
+        stop = _stopped(containers, limits, step, before + step - failed, opened, record)
+        if stop:
+            return opened, stop
     if opened < target:
         return opened, f"the ramp stopped at {opened:,} (handshakes kept failing)"
     return opened, None
+
+
+def _open_commands(
+    pool: ClientPool,
+    targets: list[tuple[str, int, str]],
+    count: int,
+    first: int,
+    within: float = 10.0,
+) -> list[dict[str, Any]]:
+    """One "open" command per client process: its share of ``count`` new connections, and
+    of HANDSHAKES_IN_FLIGHT."""
+    concurrency = max(10, HANDSHAKES_IN_FLIGHT // pool.processes)
+    return [
+        {
+            "op": "open",
+            "targets": targets,
+            "count": n,
+            "concurrency": concurrency,
+            "within": within,
+            "first": first + i,
+        }
+        for i, n in enumerate(split(count, pool.processes))
+    ]
+
+
+def _stopped(
+    containers: Containers,
+    limits: dict[str, int],
+    step: int,
+    expected: int,
+    opened: int,
+    record: dict[str, Any],
+) -> str | None:
+    """Why the ramp must stop after this step (``expected`` open before retries), or None."""
+    kills = containers.oom_kills()
+    dropped = expected + record["retried_ok"] - opened
+    if any(kills.values()) or dropped > max(10, step // 200):
+        return (
+            f"{max(0, dropped):,} open connections dropped; processes killed "
+            f"for memory: {kills} (limits "
+            + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in limits.items())
+            + ")"
+        )
+    failed = record["failed"]
+    if failed - record["retried_ok"] > max(10, step // 200):
+        return (
+            f"{failed} of {step} handshakes failed ({record['errors']}), "
+            f"{record['retried_ok']} passed when retried"
+        )
+    return None
 
 
 def _retry(
@@ -304,8 +405,9 @@ def _retry(
     opened: int,
 ) -> list[dict[str, Any]]:
     """Once more, slower, for the handshakes that failed: a transient overload (SYN backlog,
-    CPU) passes, a hard limit fails again."""
-    time.sleep(2)
+    CPU) passes, a hard limit fails again. First, NGINX must answer a handshake again."""
+    with suppress(ConditionTimeout):  # then the retry below fails too, and says how
+        until(lambda: _echoes(*targets[0]), "capacity: NGINX echoes again", 20, errors=(Exception,))
     return pool.call(
         [
             {
@@ -322,22 +424,188 @@ def _retry(
     )
 
 
+def _echoes(host: str, port: int, host_header: str) -> bool:
+    """Whether one new WebSocket to ``host:port`` (with ``host_header``) echoes."""
+    with socket.create_connection((host, port), timeout=3) as sock:
+        uri = f"ws://{host_header}/ws"
+        with connect(uri, sock=sock, open_timeout=3, close_timeout=1) as ws:
+            ws.send("capacity")
+            return ws.recv(timeout=3) == "capacity"
+
+
 def _hold(session: Session, pool: ClientPool, opened: int, result: dict[str, Any]) -> TaskID:
-    """Hold: every connection must see the server's heartbeat at least once (its task)."""
+    """Hold for HOLD_SECONDS at least, until every connection has answered a heartbeat since
+    the hold began (its task). Records held, unpinged (open, no heartbeat answered), lost."""
     progress = session.progress
+    pool.call({"op": "mark"}, timeout=60)
     pings0 = sum(r["pings"] for r in pool.call({"op": "status"}, timeout=60))
-    hold = session.settings.ping_interval * 1.5 + 2
+    interval = ping_interval_for(session.settings)
+    hold = max(HOLD_SECONDS, interval * 1.5 + 2)
     htask = progress.add_task(f"capacity: hold {opened:,} with heartbeats", total=hold, info="")
     t0 = time.monotonic()
-    while time.monotonic() - t0 < hold:
-        time.sleep(0.5)
+    status: list[dict[str, Any]] = []
+
+    def held_and_heard() -> bool:
+        status[:] = pool.call({"op": "status"}, timeout=60)
+        unpinged = sum(r["unpinged"] for r in status)
         progress.update(
             htask,
-            completed=time.monotonic() - t0,
-            info=f"pings answered {pool.total(3) - pings0:,.0f}  open {pool.total(2):,.0f}",
+            completed=min(hold, time.monotonic() - t0),
+            info=f"pings answered {pool.total(3) - pings0:,.0f}  open {pool.total(2):,.0f}  "
+            f"silent {unpinged:,}",
         )
-    status = pool.call({"op": "status"}, timeout=60)
+        return time.monotonic() - t0 >= hold and unpinged == 0
+
+    # Every connection is pinged within WS_PING_INTERVAL plus the server's sweep.
+    deadline = hold + 2 * interval + 10
+    with suppress(ConditionTimeout):  # recorded below: unpinged > 0
+        until(held_and_heard, "capacity: every connection answered a heartbeat", deadline)
     result["held"] = sum(r["open"] for r in status)
+    result["unpinged"] = sum(r["unpinged"] for r in status)
+    result["lost_during_hold"] = sum(r["lost"] for r in status)
     result["pings_during_hold"] = sum(r["pings"] for r in status) - pings0
-    result["hold_seconds"] = hold
+    result["hold_seconds"] = time.monotonic() - t0
     return htask
+
+
+def _beyond(
+    session: Session,
+    pool: ClientPool,
+    stack: GatewayStack,
+    targets: list[tuple[str, int, str]],
+    result: dict[str, Any],
+) -> dict[str, Any]:
+    """Past the top: OVERFLOW of the target more handshakes. How each was answered (by
+    kind), what the servers refused and why, and whether the connections held since the
+    hold began were touched (closed, or silent to the heartbeat)."""
+    extra = max(1, math.ceil(result["target"] * OVERFLOW))
+    task = session.progress.add_task(f"capacity: {extra:,} more past the top", total=None, info="")
+    before = server_refusals(stack)
+    answers = pool.call(
+        _open_commands(pool, targets, extra, result["reached"], within=BEYOND_WITHIN), timeout=300
+    )
+    status = pool.call({"op": "status"}, timeout=60)
+    settled(lambda: sum(server_refusals(stack).values()), "capacity: servers' refusals")
+    after = server_refusals(stack)
+    refused = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
+    opened = sum(r["opened"] for r in answers)
+    errors = error_counts(answers)
+    env = result["server_env"]
+    processes = int(env["WS_WORKERS"]) * len(stacks.server_ids(stack))
+    cap = int(env["WS_MAX_CONNECTIONS"])
+    if refused.get("max_connections"):
+        first = (
+            f"the servers' cap, WS_MAX_CONNECTIONS={cap:,} per process x {processes} "
+            f"processes ({cap * processes:,}): HTTP 503, from {result['reached'] + opened:,} "
+            "open on"
+        )
+    elif errors:
+        first = f"no cap of the server: {errors}"
+    else:
+        first = f"none within {extra:,} more"
+    beyond = {
+        "tried": extra,
+        "opened": opened,
+        "errors": errors,
+        "server_refused": refused,
+        "open_after": sum(r["open"] for r in status),
+        "held_lost": sum(r["lost"] for r in status),
+        "held_silent": sum(r["unpinged"] for r in status),
+        "first_limit": first,
+    }
+    session.progress.update(task, total=1, completed=1, info=f"{opened:,} opened, {errors}")
+    return beyond
+
+
+def server_refusals(stack: GatewayStack) -> dict[str, int]:
+    """Handshakes the stack's server containers refused, by reason (all their workers)."""
+    refused: dict[str, int] = {}
+    for ip in stacks.server_ips(stack):
+        samples = prometheus.fetch(f"http://{ip}:{SERVER_PORT}/metrics")
+        for labels, n in samples.labelled("ws_connections_rejected_total"):
+            refused[labels["reason"]] = refused.get(labels["reason"], 0) + int(n)
+    return refused
+
+
+def docs_section(result: dict[str, Any]) -> str:
+    """The capacity run as the table of docs/benchmarks.md's "100,000 connections"."""
+    mem, held = result["memory"], result["held"]
+    beyond = result.get("beyond") or {}
+    total = mem["server"] + mem["nginx"]
+    opening = sum(step["open_seconds"] for step in result["steps"])
+    rates, before = [], 0
+    for step in result["steps"]:
+        rates.append((step["connections"] - before) / max(step["open_seconds"], 1e-9))
+        before = step["connections"]
+    fastest, last = max(rates), rates[-1]
+    rows = [
+        ("setup", result["setup"]),
+        (
+            "connections",
+            f"{held:,} of {result['target']:,} held {result['hold_seconds']:.0f} s; "
+            f"{held - result['unpinged']:,} answered the heartbeat in that time "
+            f"({result['pings_during_hold']:,} pings), {result['lost_during_hold']:,} lost; "
+            f"sample {result['sample_ok']:,} of "
+            f"{result['sample_ok'] + result['sample_failed']:,} echoed intact",
+        ),
+        (
+            "server memory (cgroup)",
+            f"{mem['server'] / 2**20:,.0f} MiB; "
+            f"{result['server_bytes_per_connection'] / 1024:.1f} KiB per connection",
+        ),
+        (
+            "NGINX memory (cgroup)",
+            f"{mem['nginx'] / 2**20:,.0f} MiB; "
+            f"{result['nginx_bytes_per_connection'] / 1024:.1f} KiB per connection",
+        ),
+        (
+            "server + NGINX",
+            f"{total / 2**30:.2f} GiB ({total / max(1, held) / 1024:.1f} KiB per connection)",
+        ),
+        (
+            "time to ramp",
+            f"{result['ramp_seconds']:.0f} s in all, memory read after every "
+            f"{result['steps'][0]['connections']:,}; handshakes alone {opening:.0f} s "
+            f"({result['reached'] / max(opening, 1e-9):,.0f} new WebSockets/s; fastest "
+            f"step {fastest:,.0f}/s, last {last:,.0f}/s)",
+        ),
+        ("first limit above the target", beyond.get("first_limit", "not tried")),
+        (
+            "past the target",
+            f"{beyond.get('opened', 0):,} of {beyond.get('tried', 0):,} more opened, "
+            f"the rest: {_kinds(beyond.get('errors', {}))}; held before: "
+            f"{beyond.get('held_lost', 0):,} lost, {beyond.get('held_silent', 0):,} silent",
+        ),
+        ("processes killed for memory", str(result.get("oom_kills", {}))),
+    ]
+    lines = [
+        DOCS_BEGIN,
+        f"Written by `python -m stack bench --phases capacity --capacity {result['target']}` "
+        f"on {time.strftime('%Y-%m-%d')}.",
+        "",
+        "| | |",
+        "| --- | --- |",
+        *(f"| {name} | {value} |" for name, value in rows),
+        DOCS_END,
+    ]
+    return "\n".join(lines)
+
+
+def _kinds(counts: dict[str, int]) -> str:
+    """``{"HTTP 503": 4969}`` as "4,969 HTTP 503" (most first), or "none"."""
+    ordered = sorted(counts.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{n:,} {kind}" for kind, n in ordered) or "none"
+
+
+def write_docs(result: dict[str, Any], path: Path = DOCS) -> None:
+    """Put the run's table between its markers in ``path`` (appended when they are missing)."""
+    if "held" not in result or "memory" not in result:
+        return  # the run stopped before the top: nothing to write
+    text = path.read_text()
+    block = re.compile(re.escape(DOCS_BEGIN) + ".*?" + re.escape(DOCS_END), re.S)
+    section = docs_section(result)
+    if block.search(text):
+        text = block.sub(lambda _: section, text)
+    else:
+        text = text.rstrip("\n") + "\n\n## 100,000 connections\n\n" + section
+    path.write_text(text.rstrip("\n") + "\n")

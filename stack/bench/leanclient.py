@@ -68,6 +68,7 @@ class WsClient(asyncio.Protocol):
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed_by_peer = False
+        self.pings = 0  # heartbeats answered
         # What to expect and what to send back (pipelined mode).
         self.expect: bytes = b""
         self.expect_op = OP_BINARY
@@ -186,6 +187,7 @@ class WsClient(asyncio.Protocol):
                 stats.bytes += length
             elif opcode == OP_PING:
                 stats.pings += 1
+                self.pings += 1
                 self.transport.write(encode(OP_PONG, bytes(buf[start:stop]), mask_key=self.mask))
             elif opcode == OP_CLOSE:
                 self.closed_by_peer = True

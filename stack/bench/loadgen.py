@@ -7,7 +7,9 @@ uvloop when available) holds a share of the connections and runs one command at 
     throughput  keep ``inflight`` messages in flight on every connection; count echoes
     latency     send at a fixed total rate; return every round trip of the window
     sample      one echo on some of the open connections, every byte checked
-    status      open connections, pings answered, errors
+    mark        remember each connection's heartbeat count
+    status      open connections, pings answered (in all; connections silent or lost since
+                the mark), errors
     close       close every connection (closing handshake, then abort what is left)
 
 Every phase is bounded in time: its start is a wall-clock instant shared by all processes,
@@ -22,7 +24,6 @@ import array
 import asyncio
 import multiprocessing
 import multiprocessing.connection
-import os
 import random
 import resource
 import time
@@ -31,7 +32,8 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
-from stack.bench.leanclient import Stats, WsClient, connect
+from stack.bench.leanclient import OPEN, Stats, WsClient, connect
+from stack.waits import ConditionTimeout, until, until_async
 from stack.wire.handshake import HandshakeError
 
 # counters shared with the parent for the progress display: messages, bytes, open, pings
@@ -82,6 +84,7 @@ class _Worker:
         self.stats = Stats()
         self.clients: list[WsClient] = []
         self.commands: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.pings_at_mark: dict[WsClient, int] = {}  # each client's pings when marked
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -115,12 +118,12 @@ class _Worker:
         while True:
             counters[0] = stats.messages
             counters[1] = stats.bytes
-            counters[2] = sum(1 for c in self.clients if c.state == 1)
+            counters[2] = sum(1 for c in self.clients if c.state == OPEN)
             counters[3] = stats.pings
             await asyncio.sleep(0.25)
 
     def _open_clients(self) -> list[WsClient]:
-        self.clients = [c for c in self.clients if c.state == 1]
+        self.clients = [c for c in self.clients if c.state == OPEN]
         return self.clients
 
     async def _wait_start(self, start_at: float) -> None:
@@ -130,11 +133,13 @@ class _Worker:
 
     async def _drain(self, clients: list[WsClient], within: float) -> int:
         """Wait until every echo in flight is back; return how many never came."""
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if all(c.outstanding <= 0 or c.state != 1 for c in clients):
-                break
-            await asyncio.sleep(0.02)
+        with suppress(ConditionTimeout):
+            await until_async(
+                lambda: all(c.outstanding <= 0 or c.state != OPEN for c in clients),
+                "echoes in flight back",
+                within,
+                interval=0.02,
+            )
         return sum(max(0, c.outstanding) for c in clients)
 
     # ---- commands --------------------------------------------------------------------------
@@ -171,9 +176,11 @@ class _Worker:
                 client.set_message(message)
                 opened.append(client)
 
+        started = time.monotonic()
         await asyncio.gather(*(one(i) for i in range(count)))
         self.clients.extend(opened)
         return {
+            "seconds": time.monotonic() - started,
             "opened": len(opened),
             "failed": count - len(opened),
             "errors": errors,
@@ -215,7 +222,7 @@ class _Worker:
             "connections": len(clients),
             "mismatches": stats.mismatches - mismatches0,
             "lost": lost,
-            "closed": sum(1 for c in clients if c.state != 1),
+            "closed": sum(1 for c in clients if c.state != OPEN),
             "errors": dict(stats.errors),
         }
 
@@ -305,9 +312,19 @@ class _Worker:
             w.cancel()
         return {"ok": ok, "failed": len(chosen) - ok}
 
+    async def _mark(self) -> dict[str, Any]:
+        """Remember every open client's heartbeat count (``status`` then counts the silent)."""
+        self.pings_at_mark = {c: c.pings for c in self._open_clients()}
+        return {"marked": len(self.pings_at_mark)}
+
     async def _status(self) -> dict[str, Any]:
+        marked = self.pings_at_mark
         return {
             "open": len(self._open_clients()),
+            # marked and still open, but no heartbeat answered since the mark
+            "unpinged": sum(1 for c in self.clients if c in marked and c.pings == marked[c]),
+            # marked and closed since
+            "lost": sum(1 for c in marked if c.state != OPEN),
             "pings": self.stats.pings,
             "errors": dict(self.stats.errors),
             "mismatches": self.stats.mismatches,
@@ -390,18 +407,19 @@ class ClientPool:
         for pipe, command in zip(self.pipes, commands, strict=True):
             pipe.send(command)
         results: list[dict[str, Any] | None] = [None] * len(self.pipes)
-        deadline = time.monotonic() + timeout
-        while any(r is None for r in results):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"client processes did not answer {commands[0]['op']!r}")
-            for i, pipe in enumerate(self.pipes):
-                if results[i] is None and pipe.poll(0.05):
-                    results[i] = pipe.recv()
+
+        def answered() -> bool:
+            pending = [p for p, r in zip(self.pipes, results, strict=True) if r is None]
+            for pipe in multiprocessing.connection.wait(pending, timeout=0.1):
+                results[self.pipes.index(pipe)] = pipe.recv()  # type: ignore[arg-type]
             for proc in self.procs:
                 if not proc.is_alive():
                     raise RuntimeError(f"{proc.name} died (exit code {proc.exitcode})")
             if tick is not None:
                 tick()
+            return all(r is not None for r in results)
+
+        until(answered, f"client processes answer {commands[0]['op']!r}", timeout, errors=())
         errors = [r["error"] for r in results if r and "error" in r]
         if errors:
             raise RuntimeError(f"client process failed: {errors[0]}")
@@ -429,11 +447,3 @@ def error_counts(*answers: list[dict[str, Any]]) -> dict[str, int]:
             for kind, n in r["errors"].items():
                 errors[kind] = errors.get(kind, 0) + n
     return errors
-
-
-def pid_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process, from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks

@@ -12,8 +12,10 @@ server's backend address.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass
 
+import docker.errors
 from rich.progress import Progress
 
 from stack import compose_file, images, prometheus
@@ -62,8 +64,9 @@ class Session:
 
 
 def replica_connections(ip: str) -> float:
-    """``ws_connections_total`` of the server replica at ``ip`` (its own /metrics)."""
-    return prometheus.fetch(f"http://{ip}:{SERVER_PORT}/metrics").value("ws_connections_total")
+    """``ws_connections_total`` of the server replica at ``ip`` (its own /metrics), summed
+    over its workers: with WS_WORKERS > 1 every sample carries a ``worker`` label."""
+    return prometheus.fetch(f"http://{ip}:{SERVER_PORT}/metrics").total("ws_connections_total")
 
 
 def start_replica(stack: GatewayStack, n: int) -> str:
@@ -114,6 +117,16 @@ def server_ids(stack: GatewayStack) -> list[str]:
         c.id
         for c in client().containers.list(filters={"label": f"{LABEL}={stack.name}"})
         if c.name.startswith(f"{stack.name}-server")
+    ]
+
+
+def server_ips(stack: GatewayStack) -> list[str]:
+    """The backend address of every server container of the stack (replicas included)."""
+    return [
+        client()
+        .containers.get(cid)
+        .attrs["NetworkSettings"]["Networks"][stack.backend.name]["IPAddress"]
+        for cid in server_ids(stack)
     ]
 
 
@@ -185,6 +198,32 @@ def limits_text() -> str:
         return f"{cpus:.1f} CPU, {mib:.0f} MiB, nofile {nofile}"
 
     return f"server {one(server)}; NGINX {one(nginx)}"
+
+
+def nginx_addresses(stack: GatewayStack, count: int) -> list[str]:
+    """``count`` addresses of the stack's NGINX, one per network (edge, backend, then
+    networks of the stack's own, created and joined here; :func:`down` removes them).
+
+    The host reaches NGINX from its own address on each network, so every address is a
+    (source, destination) pair of its own, with its own ~28,000 ephemeral ports.
+    """
+    addresses = [stack.nginx.ip(stack.edge), stack.nginx.ip(stack.backend)][:count]
+    for n in range(len(addresses), count):
+        network = client().networks.create(
+            f"{stack.name}-load-{n}", driver="bridge", labels=stack.labels
+        )
+        network.connect(stack.nginx.id)
+        attrs = client().containers.get(stack.nginx.id).attrs
+        addresses.append(attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"])
+    return addresses
+
+
+def down(stack: GatewayStack) -> None:
+    """Remove the stack and every network of its label (the load networks too)."""
+    stack.down()
+    for network in client().networks.list(filters={"label": f"{LABEL}={stack.name}"}):
+        with suppress(docker.errors.NotFound):
+            network.remove()
 
 
 def set_cpus(container_id: str, cpus: float) -> None:
