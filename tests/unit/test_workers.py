@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from websockets.sync.client import connect
@@ -43,19 +42,19 @@ def received(samples: prometheus.Samples) -> dict[str, float]:
     return out
 
 
-def wait_for_both_workers(port: int, deadline: float) -> None:
+def wait_for_both_workers(port: int) -> None:
     """Until /metrics has answered from worker 0 and worker 1 (each request lands on one).
 
     A worker still starting has no SIGTERM handler yet: tests stop only after this.
     """
     seen: set[str] = set()
-    while len(seen) < 2:
-        assert time.monotonic() < deadline, f"only workers {seen} answered"
-        try:
-            samples = prometheus.fetch(f"http://127.0.0.1:{port}/metrics", timeout=5)
-            seen |= {labels["worker"] for labels, _ in samples.labelled("ws_process_info")}
-        except OSError:
-            time.sleep(0.1)
+
+    def answered() -> set[str]:
+        samples = prometheus.fetch(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        seen.update(labels["worker"] for labels, _ in samples.labelled("ws_process_info"))
+        return seen
+
+    until(answered, "/metrics answered from both workers", timeout=20, accept=lambda s: len(s) == 2)
 
 
 def test_two_workers_serve_one_port_and_stop_cleanly_on_sigterm() -> None:
@@ -79,16 +78,13 @@ def test_two_workers_serve_one_port_and_stop_cleanly_on_sigterm() -> None:
     )
     try:
         url = f"ws://127.0.0.1:{port}/ws"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                assert echo(url, "first") == "first"
-                break
-            except OSError:
-                assert proc.poll() is None, "the supervisor exited"
-                assert time.monotonic() < deadline, "no worker answered within 20 s"
-                time.sleep(0.1)
-        wait_for_both_workers(port, deadline)
+
+        def first_echo() -> str:
+            assert proc.poll() is None, "the supervisor exited"
+            return echo(url, "first")
+
+        until(first_echo, "a worker echoes", timeout=20, accept=lambda text: text == "first")
+        wait_for_both_workers(port)
         for n in range(20):  # the kernel spreads these over both workers
             assert echo(url, f"message {n}") == f"message {n}"
         # Any worker's /metrics counts every worker's messages, labelled by worker.
@@ -129,13 +125,8 @@ def test_supervisor_relays_sigterm_to_its_workers_in_process(capsys) -> None:
 
     def drive() -> None:
         try:
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and not echoed:
-                try:
-                    echoed.append(echo(url, "in process"))
-                except OSError:
-                    time.sleep(0.1)
-            wait_for_both_workers(port, deadline)
+            echoed.append(until(lambda: echo(url, "in process"), "a worker echoes", timeout=20))
+            wait_for_both_workers(port)
         finally:
             os.kill(os.getpid(), signal.SIGTERM)  # the supervisor relays it to the workers
 
