@@ -35,7 +35,7 @@ from websockets.frames import CloseCode
 from websockets.protocol import CLOSED, CONNECTING, OPEN
 from websockets.server import ServerProtocol
 
-from . import memory
+from . import allocator, memory_usage
 from .budget import HEADROOM, MemoryBudget, connection_sizes
 from .config import Config, load_handler
 from .http import EARLY_DATA_LIMIT, HttpEndpoints, request_end
@@ -472,11 +472,11 @@ class Gateway:
             **extra,
         )
         self._address = self.server.sockets[0].getsockname()
-        allocator = memory.return_freed_buffers()
+        freed_buffers = allocator.return_freed_buffers()
         # What the process (the container, for one worker alone in it) uses before any
         # connection is not the connections' to use.
-        alone = memory.limited_cgroup() if config.workers == 1 else None
-        base = (memory.in_use(alone) or 0) + HEADROOM
+        alone = memory_usage.limited_cgroup() if config.workers == 1 else None
+        base = (memory_usage.in_use(alone) or 0) + HEADROOM
         self.budget.limit = config.memory_budget // config.workers - base
         # One per-message logger for all connections (a closure each would cost 0.5 KiB),
         # built now that logging is configured.
@@ -493,7 +493,7 @@ class Gateway:
             pid=os.getpid(),
             worker=self.worker,
             event_loop=type(loop).__module__.split(".")[0],
-            allocator=allocator,
+            allocator=freed_buffers,
             memory_pool_bytes=self.budget.limit,
             python=platform.python_version(),
             websockets=websockets.__version__,
@@ -643,7 +643,7 @@ class Gateway:
            container's memory when it has a limit, else this process's resident memory),
            the largest holders that stopped reading are closed until SHED_TO is left.
         """
-        cgroup = memory.limited_cgroup()
+        cgroup = memory_usage.limited_cgroup()
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(MEMORY_CHECK_INTERVAL)
@@ -666,7 +666,7 @@ class Gateway:
                 self._shed(
                     held, "starving", lambda shed, s=short: _reserved(shed) >= s, spare=starving
                 )
-            used = memory.in_use(cgroup) or self.metrics.memory_held
+            used = memory_usage.in_use(cgroup) or self.metrics.memory_held
             self.metrics.memory_used = used
             if used > self.config.memory_budget * SHED_AT:
                 excess = used - self.config.memory_budget * SHED_TO

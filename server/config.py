@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from . import memory
+from . import memory_usage
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _N = TypeVar("_N", int, float)
@@ -362,7 +362,7 @@ def _default_text(value: object) -> str:
 def default_memory_budget(workers: int = 1) -> int:
     """WS_MEMORY_BUDGET's default: 60% of the cgroup limit for the container (all workers see
     the same usage), else 1 GiB of resident memory split between the worker processes."""
-    limit = memory.cgroup_limit(memory.limited_cgroup())
+    limit = memory_usage.cgroup_limit(memory_usage.limited_cgroup())
     if limit:
         return max(2**20, int(limit * MEMORY_LIMIT_SHARE))
     return max(2**20, FALLBACK_MEMORY_BUDGET // max(1, workers))
