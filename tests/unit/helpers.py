@@ -21,8 +21,9 @@ from typing import Any
 
 import tenacity
 
-from server.app import Gateway, GatewayConnection
+from server.app import Gateway
 from server.config import Config
+from server.connection import GatewayConnection
 from stack import prometheus
 from stack.waits import seconds
 from stack.wire.frames import (  # noqa: F401 - re-exported to the tests
