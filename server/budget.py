@@ -7,7 +7,7 @@ Every connection has a floor, counted against the budget from the moment it is a
   once for receiving and once for sending) instead of letting TCP autotuning grow them,
 - a guaranteed share of user space (``share``): room for what one read brings (at most
   what the kernel's receive buffer holds), counted twice as every message not yet echoed
-  is (server.app's ``held_bytes``), the buffer it was read into, the next read, and small
+  is (server.connection's ``held_bytes``), the buffer it was read into, the next read, and small
   echoes waiting to be written.
 
 A connection reads freely while what it holds in user space (partial frame, receive queue,

@@ -42,7 +42,7 @@ UPGRADE_REQUIRED_BODY = (
 
 
 class HandshakeConnection(Protocol):
-    """What the hooks read and set on a connection (``server.app.GatewayConnection``)."""
+    """What the hooks read and set on a connection (``server.connection.GatewayConnection``)."""
 
     protocol: ServerProtocol
     conn_id: str

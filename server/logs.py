@@ -215,7 +215,7 @@ class LineWriter(logging.Handler):
         self.lines.append(text)
         self.size += len(text) + 1
         if self.scheduled is None and self.waiting is None:
-            loop = asyncio._get_running_loop()
+            loop = _running_loop()
             if loop is None:
                 self.write_some()
             else:
@@ -270,7 +270,7 @@ class LineWriter(logging.Handler):
         }
 
     def _wait_writable(self) -> None:
-        loop = asyncio._get_running_loop()
+        loop = _running_loop()
         if loop is not None and self.waiting is None:
             self.waiting = loop
             loop.add_writer(self.fd, self._writable)  # type: ignore[arg-type]
@@ -302,6 +302,14 @@ class LineWriter(logging.Handler):
     def close(self) -> None:
         self.flush()
         super().close()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, or None (start-up, the supervisor)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 _writer: LineWriter | None = None

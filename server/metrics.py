@@ -33,14 +33,25 @@ SIZE_BUCKETS: tuple[int, ...] = (
 )
 
 
+# A metric family: name, type, help text, and its samples as (labels, value).
+Family = tuple[str, str, str, list[tuple[str, float]]]
+
+
+class MessageCounts:
+    """Messages of one frame type and their payload bytes, in and out: plain attributes,
+    which the echo adds to inline (no call per message)."""
+
+    __slots__ = ("bytes_in", "bytes_out", "msgs_in", "msgs_out")
+
+    def __init__(self) -> None:
+        self.msgs_in = self.msgs_out = self.bytes_in = self.bytes_out = 0
+
+
 class Metrics:
     """Counters, gauges and one histogram for one gateway process."""
 
     __slots__ = (
-        "binary_bytes_in",
-        "binary_bytes_out",
-        "binary_in",
-        "binary_out",
+        "binary",
         "client_connections",
         "closes",
         "connections_active",
@@ -58,10 +69,7 @@ class Metrics:
         "size_counts",
         "size_sum",
         "start_time",
-        "text_bytes_in",
-        "text_bytes_out",
-        "text_in",
-        "text_out",
+        "text",
         "worker",
     )
 
@@ -80,9 +88,8 @@ class Metrics:
         self.draining = False
         self.connections_active = 0
         self.connections_total = 0
-        self.text_in = self.text_out = self.binary_in = self.binary_out = 0
-        self.text_bytes_in = self.text_bytes_out = 0
-        self.binary_bytes_in = self.binary_bytes_out = 0
+        self.text = MessageCounts()
+        self.binary = MessageCounts()
         self.size_counts = [0] * (len(SIZE_BUCKETS) + 1)  # last one is +Inf
         self.size_sum = 0
         self.closes: dict[int, int] = {}
@@ -116,160 +123,124 @@ class Metrics:
     def render(self) -> str:
         """The Prometheus text exposition of every metric."""
         lines: list[str] = []
-        add = lines.extend
-        add(
-            _family(
-                "ws_process_info",
-                "gauge",
-                "This gateway process.",
-                [(f'{{pid="{os.getpid()}",worker="{self.worker}"}}', 1)],
-            )
-        )
-        add(
-            _family(
+        for name, kind, help_text, samples in (*self._gauges(), *self._counters()):
+            lines.extend(_family(name, kind, help_text, samples))
+        lines.extend(self._histogram())
+        return "\n".join(lines) + "\n"
+
+    def _gauges(self) -> list[Family]:
+        """What is now: the process, its connections, its memory."""
+        process = f'{{pid="{os.getpid()}",worker="{self.worker}"}}'
+        return [
+            ("ws_process_info", "gauge", "This gateway process.", [(process, 1)]),
+            (
                 "ws_process_start_time_seconds",
                 "gauge",
                 "Start time of the process, seconds since the epoch.",
                 [("", self.start_time)],
-            )
-        )
-        add(
-            _family(
+            ),
+            (
                 "ws_draining",
                 "gauge",
                 "1 while shutting down (readyz answers 503).",
                 [("", int(self.draining))],
-            )
-        )
-        add(
-            _family(
+            ),
+            (
                 "ws_connections_active",
                 "gauge",
                 "Open WebSocket connections.",
                 [("", self.connections_active)],
-            )
-        )
-        add(
-            _family(
+            ),
+            (
                 "ws_client_connections_max",
                 "gauge",
                 "Most open WebSockets from one client address (X-Real-IP behind NGINX).",
                 [("", max(self.client_connections.values(), default=0))],
-            )
-        )
-        add(
-            _family(
-                "ws_connections_max", "gauge", "WS_MAX_CONNECTIONS.", [("", self.max_connections)]
-            )
-        )
-        add(
-            _family(
+            ),
+            ("ws_connections_max", "gauge", "WS_MAX_CONNECTIONS.", [("", self.max_connections)]),
+            (
                 "ws_memory_budget_bytes",
                 "gauge",
                 "WS_MEMORY_BUDGET: bytes this process may hold for its clients.",
                 [("", self.memory_budget)],
-            )
-        )
-        add(
-            _family(
+            ),
+            (
                 "ws_memory_used_bytes",
                 "gauge",
                 "Memory in use (the container's, else this process's RSS) at the last check.",
                 [("", self.memory_used)],
-            )
-        )
-        add(
-            _family(
+            ),
+            (
                 "ws_memory_held_bytes",
                 "gauge",
                 "Bytes held for clients that stopped reading (queues and buffers), last check.",
                 [("", self.memory_held)],
-            )
-        )
-        add(
-            _family(
+            ),
+            (
                 "ws_memory_reserved_bytes",
                 "gauge",
                 "Bytes reserved against the budget: every connection's floor and its grants.",
                 [("", self.memory_reserved)],
-            )
-        )
-        add(
-            _family(
+            ),
+            (
                 "ws_memory_waiting_connections",
                 "gauge",
                 "Connections that stopped reading until the budget can reserve their next read.",
                 [("", self.memory_waiting)],
-            )
-        )
-        add(
-            _family(
+            ),
+        ]
+
+    def _counters(self) -> list[Family]:
+        """What has happened since the process started."""
+        text, binary = self.text, self.binary
+        return [
+            (
                 "ws_log_lines_dropped_total",
                 "counter",
                 "Log lines dropped because stdout's reader did not keep up.",
                 [("", logs.lines_dropped())],
-            )
-        )
-        add(
-            _family(
+            ),
+            (
                 "ws_connections_total",
                 "counter",
                 "WebSocket connections accepted.",
                 [("", self.connections_total)],
-            )
-        )
-        add(
-            _family(
+            ),
+            (
                 "ws_connections_rejected_total",
                 "counter",
                 "WebSocket handshakes refused, by reason.",
                 [(_labels(reason=r), n) for r, n in sorted(self.rejections.items())],
-            )
-        )
-        add(
-            _family(
+            ),
+            (
                 "ws_messages_total",
                 "counter",
                 "Messages, by frame type and direction.",
-                [
-                    (_labels(type="text", direction="in"), self.text_in),
-                    (_labels(type="text", direction="out"), self.text_out),
-                    (_labels(type="binary", direction="in"), self.binary_in),
-                    (_labels(type="binary", direction="out"), self.binary_out),
-                ],
-            )
-        )
-        add(
-            _family(
+                _by_type_and_direction(
+                    text.msgs_in, text.msgs_out, binary.msgs_in, binary.msgs_out
+                ),
+            ),
+            (
                 "ws_message_bytes_total",
                 "counter",
                 "Message payload bytes (decompressed), by frame type and direction.",
-                [
-                    (_labels(type="text", direction="in"), self.text_bytes_in),
-                    (_labels(type="text", direction="out"), self.text_bytes_out),
-                    (_labels(type="binary", direction="in"), self.binary_bytes_in),
-                    (_labels(type="binary", direction="out"), self.binary_bytes_out),
-                ],
-            )
-        )
-        add(
-            _family(
+                _by_type_and_direction(
+                    text.bytes_in, text.bytes_out, binary.bytes_in, binary.bytes_out
+                ),
+            ),
+            (
                 "ws_closes_total",
                 "counter",
                 "Closed WebSocket connections, by close code.",
                 [(_labels(code=close_code_label(c)), n) for c, n in sorted(self.closes.items())],
-            )
-        )
-        add(
-            _family(
+            ),
+            (
                 "ws_errors_total",
                 "counter",
                 "Connection errors, by kind.",
                 [(_labels(kind=k), n) for k, n in sorted(self.errors.items())],
-            )
-        )
-        add(
-            _family(
+            ),
+            (
                 "ws_http_responses_total",
                 "counter",
                 "Plain HTTP responses (not WebSocket upgrades), by path and status.",
@@ -277,10 +248,8 @@ class Metrics:
                     (_labels(path=p, code=str(s)), n)
                     for (p, s), n in sorted(self.http_responses.items())
                 ],
-            )
-        )
-        add(self._histogram())
-        return "\n".join(lines) + "\n"
+            ),
+        ]
 
     def _histogram(self) -> list[str]:
         name = "ws_message_size_bytes"
@@ -296,6 +265,17 @@ class Metrics:
         out = [f"# HELP {name} Size of received messages in bytes.", f"# TYPE {name} histogram"]
         out.extend(f"{name}{suffix} {_number(value)}" for suffix, value in samples)
         return out
+
+
+def _by_type_and_direction(
+    text_in: int, text_out: int, binary_in: int, binary_out: int
+) -> list[tuple[str, float]]:
+    return [
+        (_labels(type="text", direction="in"), text_in),
+        (_labels(type="text", direction="out"), text_out),
+        (_labels(type="binary", direction="in"), binary_in),
+        (_labels(type="binary", direction="out"), binary_out),
+    ]
 
 
 def _labels(**labels: str) -> str:

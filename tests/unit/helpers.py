@@ -19,8 +19,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from server.app import Gateway, GatewayConnection
+from server.app import Gateway
 from server.config import Config
+from server.connection import GatewayConnection
 from stack import prometheus
 from stack.harness_config import subprocess_env
 from stack.waits import seconds, until_async

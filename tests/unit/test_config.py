@@ -236,13 +236,13 @@ def test_memory_budget_rejects_what_is_not_a_size_in_range(raw: str):
 
 def test_memory_budget_defaults_to_a_share_of_the_cgroup_limit(monkeypatch):
     """With a cgroup limit, 60% of it for the container; without one, 1 GiB per process."""
-    from server import memory
+    from server import memory_usage
 
-    limited = memory.CGROUP_V1
-    monkeypatch.setattr(memory, "limited_cgroup", lambda: limited)
-    monkeypatch.setattr(memory, "cgroup_limit", lambda files: 2**30 if files else None)
+    limited = memory_usage.CGROUP_V1
+    monkeypatch.setattr(memory_usage, "limited_cgroup", lambda: limited)
+    monkeypatch.setattr(memory_usage, "cgroup_limit", lambda files: 2**30 if files else None)
     two_workers = Config.from_env({"WS_WORKERS": "2", "WS_PORT": "3000"})
     assert two_workers.memory_budget == int(0.6 * 2**30)  # all workers see one cgroup
-    monkeypatch.setattr(memory, "limited_cgroup", lambda: None)
+    monkeypatch.setattr(memory_usage, "limited_cgroup", lambda: None)
     assert Config.from_env({}).memory_budget == 2**30
     assert Config.from_env({"WS_WORKERS": "4", "WS_PORT": "3000"}).memory_budget == 2**28

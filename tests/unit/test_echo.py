@@ -155,10 +155,10 @@ async def test_hundred_concurrent_clients_get_every_byte_back(gateway: Gateway):
         counts = await asyncio.gather(*(client(plan) for plan in plans))
     assert sum(counts) == 2000
     m = gateway.metrics
-    assert m.text_in + m.binary_in == 2000 == m.text_out + m.binary_out
+    assert m.text.msgs_in + m.binary.msgs_in == 2000 == m.text.msgs_out + m.binary.msgs_out
     assert m.connections_total == 100
     sent_bytes = sum(len(x.encode()) if isinstance(x, str) else len(x) for p in plans for x in p)
-    assert m.text_bytes_in + m.binary_bytes_in == sent_bytes
+    assert m.text.bytes_in + m.binary.bytes_in == sent_bytes
 
 
 async def test_pipelined_messages_are_echoed_in_order(gateway: Gateway):

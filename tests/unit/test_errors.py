@@ -120,7 +120,7 @@ async def test_handler_bug_closes_1011_and_server_keeps_serving(
         raise RuntimeError("boom")
 
     async with connect(gateway.url) as bystander:
-        monkeypatch.setattr("server.app.preview", broken)  # called only for logged messages
+        monkeypatch.setattr("server.echo.preview", broken)  # called only for logged messages
         async with connect(gateway.url) as ws:
             await ws.send("trigger")
             async with asyncio.timeout(units(5)):
@@ -136,7 +136,7 @@ async def test_handler_bug_closes_1011_and_server_keeps_serving(
 
 def test_describe_names_the_root_of_an_exception_group():
     """A broadcast failure (ExceptionGroup) is logged as the write error that caused it."""
-    from server.app import describe
+    from server.connection import describe
 
     try:
         raise OSError("broken pipe")

@@ -48,4 +48,4 @@ async def test_room_behind_the_gateway():
     """The same handler, unchanged, as WS_HANDLER of the gateway."""
     async with running_gateway(WS_HANDLER=ROOM_HANDLER) as gw:
         await chat(gw.url)
-        assert gw.metrics.text_in == 2 and gw.metrics.binary_in == 1
+        assert gw.metrics.text.msgs_in == 2 and gw.metrics.binary.msgs_in == 1

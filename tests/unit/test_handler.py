@@ -59,7 +59,7 @@ async def test_handler_messages_are_counted_and_logged(log_events: LogEvents):
             assert await ws.recv() == "ABC"
         await wait_until(lambda: log_events("connection_closed"), what="connection_closed")
         m = gw.metrics
-        assert (m.text_in, m.text_bytes_in, m.text_out) == (1, 3, 2)
+        assert (m.text.msgs_in, m.text.bytes_in, m.text.msgs_out) == (1, 3, 2)
     received = log_events.one("message_received")
     assert (received["seq"], received["type"], received["size"]) == (1, "text", 3)
     assert [e["seq"] for e in log_events("message_sent")] == [1, 2]
@@ -81,7 +81,7 @@ async def test_oversized_message_closes_with_1009_before_the_handler_sees_it():
             async with asyncio.timeout(units(5)):
                 await ws.recv()
         assert raised.value.rcvd is not None and raised.value.rcvd.code == 1009
-        assert gw.metrics.text_in == 1
+        assert gw.metrics.text.msgs_in == 1
 
 
 async def test_handler_exception_closes_that_connection_with_1011_logged_once(
@@ -338,7 +338,7 @@ async def test_a_fragmented_send_goes_out_whole_and_uncounted():
     ):
         await ws.send("abcd")
         assert await ws.recv() == "abcd"
-        assert (gw.metrics.text_in, gw.metrics.text_out) == (1, 0)
+        assert (gw.metrics.text.msgs_in, gw.metrics.text.msgs_out) == (1, 0)
 
 
 async def test_what_the_gateway_discards_after_the_handler_returned_is_not_the_handlers():
@@ -352,4 +352,4 @@ async def test_what_the_gateway_discards_after_the_handler_returned_is_not_the_h
         async with asyncio.timeout(units(5)):
             await ws.wait_closed()
         assert ws.close_code == 1000
-        assert gw.metrics.text_in == 1
+        assert gw.metrics.text.msgs_in == 1

@@ -10,8 +10,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError
 
-from server.app import Gateway, GatewayConnection
+from server.app import Gateway
 from server.config import Config
+from server.connection import GatewayConnection
 
 from .conftest import LogEvents
 from .helpers import (
@@ -110,7 +111,7 @@ async def test_slow_reader_is_throttled_with_bounded_server_memory():
             # before waiting)
             assert write_buffer <= WRITE_LIMIT + 2 * (FRAME_PAYLOAD + 14)
             assert queued <= (MAX_QUEUE + 8) * FRAME_PAYLOAD
-            echoed_so_far = gw.metrics.binary_out
+            echoed_so_far = gw.metrics.binary.msgs_out
             assert flood.sent > echoed_so_far  # the client is ahead: it is being held back
             # Another client is unaffected.
             async with connect(gw.url) as other:

@@ -17,7 +17,7 @@ def test_one_scrape_holds_every_worker_labelled_and_parses(tmp_path: Path) -> No
     """Each family once, every sample with its worker: the reference parser reads it."""
     shared = workers(tmp_path, 3)
     for n, worker in enumerate(shared):
-        worker.metrics.text_in = n + 1
+        worker.metrics.text.msgs_in = n + 1
         worker.metrics.connections_active = 2 * n
         worker.metrics.observe_size(100)
         worker.write()
@@ -34,8 +34,8 @@ def test_the_answering_worker_is_fresh_and_others_as_last_written(tmp_path: Path
     """The scraped worker writes before reading; the others count from their last snapshot."""
     first, second = workers(tmp_path, 2)
     second.write()
-    second.metrics.text_in = 5  # not yet written: not seen
-    first.metrics.text_in = 7
+    second.metrics.text.msgs_in = 5  # not yet written: not seen
+    first.metrics.text.msgs_in = 7
     samples = prometheus.parse(first.render())
     assert samples.value("ws_messages_total", type="text", direction="in", worker="0") == 7
     assert samples.value("ws_messages_total", type="text", direction="in", worker="1") == 0

@@ -6,14 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from server import memory
+from server import memory_usage
 
 pytestmark = pytest.mark.unit
 
 
-def cgroup(tmp_path: Path, limit: str, usage: str = "0", stat: str = "") -> memory.CgroupFiles:
+def cgroup(
+    tmp_path: Path, limit: str, usage: str = "0", stat: str = ""
+) -> memory_usage.CgroupFiles:
     """Fake cgroup files under ``tmp_path``."""
-    files = memory.CgroupFiles(
+    files = memory_usage.CgroupFiles(
         str(tmp_path / "limit"), str(tmp_path / "usage"), str(tmp_path / "stat"), "inactive_file"
     )
     for path, text in ((files.limit, limit), (files.usage, usage), (files.stat, stat)):
@@ -24,23 +26,25 @@ def cgroup(tmp_path: Path, limit: str, usage: str = "0", stat: str = "") -> memo
 def test_a_cgroup_with_a_limit_is_found_and_read(tmp_path: Path) -> None:
     """A numeric limit (v2) or one below 2**60 (v1) means a limited cgroup."""
     files = cgroup(tmp_path, "1073741824\n", "500000000\n", "anon 1\ninactive_file 100000000\n")
-    assert memory.limited_cgroup((files,)) == files
-    assert memory.cgroup_limit(files) == 2**30
-    assert memory.in_use(files) == 400_000_000  # usage less the page cache it can drop
+    assert memory_usage.limited_cgroup((files,)) == files
+    assert memory_usage.cgroup_limit(files) == 2**30
+    assert memory_usage.in_use(files) == 400_000_000  # usage less the page cache it can drop
 
 
 @pytest.mark.parametrize("limit", ["max\n", f"{2**63 - 4096}\n"])
 def test_no_limit_means_no_cgroup_to_watch(tmp_path: Path, limit: str) -> None:
     """v2's "max" and v1's huge number both mean unlimited: the process's RSS is used."""
     files = cgroup(tmp_path, limit)
-    assert memory.limited_cgroup((files,)) is None
-    assert memory.cgroup_limit(None) is None
-    rss = memory.in_use(None)
+    assert memory_usage.limited_cgroup((files,)) is None
+    assert memory_usage.cgroup_limit(None) is None
+    rss = memory_usage.in_use(None)
     assert rss is not None and rss > 1_000_000
 
 
 def test_missing_files_are_skipped(tmp_path: Path) -> None:
     """A version whose files are absent is passed over for the next."""
-    absent = memory.CgroupFiles(*(str(tmp_path / n) for n in ("a", "b", "c")), "inactive_file")
+    absent = memory_usage.CgroupFiles(
+        *(str(tmp_path / n) for n in ("a", "b", "c")), "inactive_file"
+    )
     files = cgroup(tmp_path, "268435456")
-    assert memory.limited_cgroup((absent, files)) == files
+    assert memory_usage.limited_cgroup((absent, files)) == files
