@@ -64,6 +64,17 @@ def _docker_answers() -> bool:
     return True
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """A test marked ``alone`` runs while no other test of this machine runs (its set-up
+    and teardown included); every other test runs beside others, not beside it."""
+    from stack import machine_locks
+
+    hold = machine_locks.alone if item.get_closest_marker("alone") else machine_locks.beside_others
+    with hold():
+        return (yield)
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker reports its collection
 def pytest_collection_finish(session: pytest.Session) -> None:
     """With a swarm test selected, make the host a swarm now, before any stack starts.

@@ -63,6 +63,7 @@ def test_resource_limits(make_stack) -> None:
     run_scenario("resources", make_stack)
 
 
+@pytest.mark.alone  # its healthy clients' p99 round trip is a check
 def test_hostile_clients(make_stack) -> None:
     """Attackers from several addresses and the backend at once: see the scenario."""
     run_scenario("hostile-clients", make_stack)
