@@ -1,19 +1,6 @@
 """Capacity: idle connections ramped through NGINX, held with heartbeats, then sampled.
 
-Every limit of the way is sized from the target (:func:`setup_for`):
-
-- descriptors: the engine grants each container process at most its own hard limit
-  (20,000 here). A server process holds one per connection, an NGINX worker two: a server
-  process gets at most PER_SERVER_PROCESS connections (WS_WORKERS, SO_REUSEPORT), an NGINX
-  worker PER_NGINX_WORKER (WORKER_PROCESSES, reuseport);
-- ports: one (source, destination address:port) pair carries PER_PAIR connections before
-  connect() turns slow (see PER_PAIR). NGINX reaches a server container from one address:
-  PER_SERVER per container, more containers (compose --scale server=N) past it, which
-  NGINX balances (least_conn). The load generator connects from the host's address on each
-  network NGINX is on, PER_PAIR each (networks of the stack's own are added for more),
-  from one client process per CLIENT_PROCESS connections;
-- admission: WS_MAX_CONNECTIONS is each server process's share plus CAP_ROOM, so past the
-  target the servers' cap answers 503 first, while NGINX's workers still have room.
+Every limit of the way is sized from the target (capacity_sizing.py).
 
 Past the target, OVERFLOW more handshakes show which limit answers first, and that the
 connections already open stay untouched. A run of 100,000 or more writes its table into
@@ -23,12 +10,10 @@ docs/benchmarks.md (section "100,000 connections").
 from __future__ import annotations
 
 import math
-import re
 import socket
 import time
 from contextlib import suppress
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rich.progress import TaskID
@@ -36,43 +21,23 @@ from websockets.sync.client import connect
 
 from stack import compose_file, prometheus
 from stack.bench import resource_usage, stacks
+from stack.bench.capacity_sizing import (
+    BEYOND_WITHIN,
+    BYTES_PER_CONNECTION,
+    CLIENT_PROCESS,
+    HANDSHAKES_IN_FLIGHT,
+    HOLD_SECONDS,
+    OVERFLOW,
+    PER_PAIR,
+    PER_SERVER,
+    ping_interval_for,
+    setup_for,
+)
+from stack.bench.capacity_table import write_docs
 from stack.bench.loadgen import ClientPool, error_counts, split
-from stack.bench.settings import Settings
-from stack.bench.setups import Setup
 from stack.bench.stacks import Session
 from stack.gateway import NGINX_PORT, SERVER_PORT, GatewayStack
 from stack.waits import ConditionTimeout, settled, until
-
-# Room per idle connection when the capacity run raises memory limits: measured here at
-# about 21 KiB (server) and 28 KiB (NGINX, both sockets of a tunnel), plus a quarter.
-BYTES_PER_CONNECTION = {"server": 27 * 1024, "nginx": 34 * 1024}
-# Ports: connect() takes its ephemeral port from the even half of the range (32768-60999)
-# first, and scans all of that half before the odd one: past ~14,000 connections per
-# (source, destination address:port) pair every connect() walks 14,000 ports in the kernel,
-# and the ramp stalls in system time (measured: from about 70,000 with 15,000 per pair).
-PER_PAIR = 12500  # connections per (source address, destination address:port)
-PER_SERVER = PER_PAIR  # per server container: NGINX reaches it from one address
-PER_SERVER_PROCESS = 15000  # connections per server process (20,000 descriptors)
-PER_NGINX_WORKER = 7500  # WebSockets per NGINX worker (two descriptors each)
-CLIENT_PROCESS = 12000  # connections per load generator process (20,000 descriptors)
-CAP_ROOM = 1.05  # WS_MAX_CONNECTIONS: a server process's share of the target, plus 5 %
-# Handshakes in flight at once, over all client processes: more only queue up on 2 cores
-# (and time out) instead of opening faster.
-HANDSHAKES_IN_FLIGHT = 200
-OVERFLOW = 0.1  # past the target, this share of it more is tried
-# ... each given this long for its answer: a refusal that takes longer counts as a hang
-# (NGINX's own bound: PROXY_CONNECT_TIMEOUT 5 s per try, 3 tries).
-BEYOND_WITHIN = 30.0
-HOLD_SECONDS = 60  # at the top, every connection answers heartbeats this long at least
-# Heartbeats are CPU: every ping crosses NGINX twice. The interval grows with the target so
-# that pings stay under this many a second (100,000 connections: 20 s, the compose default).
-PINGS_PER_SECOND = 5000
-# Handshakes per second per client address NGINX allows: the ramp's 2,000 and more per
-# second come from a few host addresses, so the per-IP rate limit is set for that (with
-# room), not switched off; per-IP open connections: each address brings PER_PAIR.
-RAMP_RATE_PER_ADDRESS = 5000
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
-DOCS_BEGIN, DOCS_END = "<!-- capacity-100k -->", "<!-- /capacity-100k -->"
 
 
 @dataclass(frozen=True)
@@ -93,49 +58,6 @@ class Containers:
 
     def oom_kills(self) -> dict[str, int]:
         return {r: sum(resource_usage.oom_kills(c) for c in cids) for r, cids in self.ids.items()}
-
-
-def setup_for(settings: Settings) -> Setup:
-    """Server containers, processes, NGINX workers, caps and rate limits for the target."""
-    target = settings.capacity
-    ping_interval = ping_interval_for(settings)
-    replicas = max(1, math.ceil(target / PER_SERVER))
-    server_workers = max(1, math.ceil(target / replicas / PER_SERVER_PROCESS))
-    cap = math.ceil(target / replicas / server_workers * CAP_ROOM)
-    nginx_workers = max(2, math.ceil(target / PER_NGINX_WORKER))
-    nofile = min(
-        int(u["Soft"])
-        for u in compose_file.runtime_kwargs("nginx")["ulimits"]
-        if u["Name"] == "nofile"
-    )
-    return Setup(
-        "capacity",
-        f"gateway, {replicas} server container(s) of WS_WORKERS={server_workers} "
-        f"(WS_MAX_CONNECTIONS={cap}), NGINX {nginx_workers} workers "
-        f"(PROXY_BUFFER_SIZE=1k), ping every {ping_interval:g} s",
-        {
-            "WS_WORKERS": str(server_workers),
-            "WS_PING_INTERVAL": f"{ping_interval:g}",
-            "WS_MAX_CONNECTIONS": str(cap),
-        },
-        {
-            "WORKER_PROCESSES": str(nginx_workers),
-            "WORKER_CONNECTIONS": str(min(nofile, 65536)),
-            "WORKER_RLIMIT_NOFILE": str(min(nofile, 65536)),
-            # Many idle, small-message clients: 2 KiB less per WebSocket (docs/benchmarks.md).
-            "PROXY_BUFFER_SIZE": "1k",
-            "WS_RATE_LIMIT": f"{RAMP_RATE_PER_ADDRESS}r/s",
-            "WS_RATE_BURST": str(RAMP_RATE_PER_ADDRESS),
-            "WS_CONN_LIMIT_PER_IP": str(min(65535, 2 * PER_PAIR)),
-        },
-        replicas=replicas,
-    )
-
-
-def ping_interval_for(settings: Settings) -> float:
-    """WS_PING_INTERVAL of the run: ``--ping-interval``, or longer to keep pings per second
-    under PINGS_PER_SECOND."""
-    return max(settings.ping_interval, math.ceil(settings.capacity / PINGS_PER_SECOND))
 
 
 def run(session: Session) -> dict[str, Any]:
@@ -525,87 +447,3 @@ def server_refusals(stack: GatewayStack) -> dict[str, int]:
         for labels, n in samples.labelled("ws_connections_rejected_total"):
             refused[labels["reason"]] = refused.get(labels["reason"], 0) + int(n)
     return refused
-
-
-def docs_section(result: dict[str, Any]) -> str:
-    """The capacity run as the table of docs/benchmarks.md's "100,000 connections"."""
-    mem, held = result["memory"], result["held"]
-    beyond = result.get("beyond") or {}
-    total = mem["server"] + mem["nginx"]
-    opening = sum(step["open_seconds"] for step in result["steps"])
-    rates, before = [], 0
-    for step in result["steps"]:
-        rates.append((step["connections"] - before) / max(step["open_seconds"], 1e-9))
-        before = step["connections"]
-    fastest, last = max(rates), rates[-1]
-    rows = [
-        ("setup", result["setup"]),
-        (
-            "connections",
-            f"{held:,} of {result['target']:,} held {result['hold_seconds']:.0f} s; "
-            f"{held - result['unpinged']:,} answered the heartbeat in that time "
-            f"({result['pings_during_hold']:,} pings), {result['lost_during_hold']:,} lost; "
-            f"sample {result['sample_ok']:,} of "
-            f"{result['sample_ok'] + result['sample_failed']:,} echoed intact",
-        ),
-        (
-            "server memory (cgroup)",
-            f"{mem['server'] / 2**20:,.0f} MiB; "
-            f"{result['server_bytes_per_connection'] / 1024:.1f} KiB per connection",
-        ),
-        (
-            "NGINX memory (cgroup)",
-            f"{mem['nginx'] / 2**20:,.0f} MiB; "
-            f"{result['nginx_bytes_per_connection'] / 1024:.1f} KiB per connection",
-        ),
-        (
-            "server + NGINX",
-            f"{total / 2**30:.2f} GiB ({total / max(1, held) / 1024:.1f} KiB per connection)",
-        ),
-        (
-            "time to ramp",
-            f"{result['ramp_seconds']:.0f} s in all, memory read after every "
-            f"{result['steps'][0]['connections']:,}; handshakes alone {opening:.0f} s "
-            f"({result['reached'] / max(opening, 1e-9):,.0f} new WebSockets/s; fastest "
-            f"step {fastest:,.0f}/s, last {last:,.0f}/s)",
-        ),
-        ("first limit above the target", beyond.get("first_limit", "not tried")),
-        (
-            "past the target",
-            f"{beyond.get('opened', 0):,} of {beyond.get('tried', 0):,} more opened, "
-            f"the rest: {_kinds(beyond.get('errors', {}))}; held before: "
-            f"{beyond.get('held_lost', 0):,} lost, {beyond.get('held_silent', 0):,} silent",
-        ),
-        ("processes killed for memory", str(result.get("oom_kills", {}))),
-    ]
-    lines = [
-        DOCS_BEGIN,
-        f"Written by `python -m stack bench --phases capacity --capacity {result['target']}` "
-        f"on {time.strftime('%Y-%m-%d')}.",
-        "",
-        "| | |",
-        "| --- | --- |",
-        *(f"| {name} | {value} |" for name, value in rows),
-        DOCS_END,
-    ]
-    return "\n".join(lines)
-
-
-def _kinds(counts: dict[str, int]) -> str:
-    """``{"HTTP 503": 4969}`` as "4,969 HTTP 503" (most first), or "none"."""
-    ordered = sorted(counts.items(), key=lambda kv: -kv[1])
-    return ", ".join(f"{n:,} {kind}" for kind, n in ordered) or "none"
-
-
-def write_docs(result: dict[str, Any], path: Path = DOCS) -> None:
-    """Put the run's table between its markers in ``path`` (appended when they are missing)."""
-    if "held" not in result or "memory" not in result:
-        return  # the run stopped before the top: nothing to write
-    text = path.read_text()
-    block = re.compile(re.escape(DOCS_BEGIN) + ".*?" + re.escape(DOCS_END), re.S)
-    section = docs_section(result)
-    if block.search(text):
-        text = block.sub(lambda _: section, text)
-    else:
-        text = text.rstrip("\n") + "\n\n## 100,000 connections\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from stack.bench import capacity
+from stack.bench import capacity_sizing, capacity_table
 from stack.bench.loadgen import _Worker
 from stack.bench.settings import Settings
 
@@ -51,19 +51,19 @@ def settings(target: int) -> Settings:
 def plan(target: int, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """setup_for's numbers for ``target``, with NGINX's nofile at this engine's limit."""
     monkeypatch.setattr(
-        capacity.compose_file,
+        capacity_sizing.compose_file,
         "runtime_kwargs",
         lambda name: {"ulimits": [{"Name": "nofile", "Soft": DESCRIPTORS, "Hard": DESCRIPTORS}]},
     )
-    setup = capacity.setup_for(settings(target))
+    setup = capacity_sizing.setup_for(settings(target))
     return {
         "replicas": setup.replicas,
         "server_processes": setup.replicas * int(setup.server_env["WS_WORKERS"]),
         "cap": int(setup.server_env["WS_MAX_CONNECTIONS"]),
         "nginx_workers": int(setup.nginx_env["WORKER_PROCESSES"]),
         "worker_connections": int(setup.nginx_env["WORKER_CONNECTIONS"]),
-        "addresses": math.ceil(target * (1 + capacity.OVERFLOW) / capacity.PER_PAIR),
-        "client_processes": math.ceil(target / capacity.CLIENT_PROCESS),
+        "addresses": math.ceil(target * (1 + capacity_sizing.OVERFLOW) / capacity_sizing.PER_PAIR),
+        "client_processes": math.ceil(target / capacity_sizing.CLIENT_PROCESS),
     }
 
 
@@ -88,7 +88,7 @@ def test_past_the_target_the_servers_cap_answers_before_nginx(monkeypatch: pytes
     p = plan(100000, monkeypatch)
     servers = p["server_processes"] * p["cap"]
     nginx = p["nginx_workers"] * (p["worker_connections"] // 2)
-    assert 100000 < servers <= 100000 * (1 + capacity.OVERFLOW) < nginx
+    assert 100000 < servers <= 100000 * (1 + capacity_sizing.OVERFLOW) < nginx
 
 
 def result() -> dict[str, Any]:
@@ -119,17 +119,17 @@ def test_docs_table_replaces_its_own_block_and_nothing_else(tmp_path: Path):
     """The run's table goes between its markers; text before and after stays as it was."""
     page = tmp_path / "benchmarks.md"
     page.write_text(
-        f"# Benchmarks\n\n## 100,000 connections\n\nprose\n\n{capacity.DOCS_BEGIN}\nold\n"
-        f"{capacity.DOCS_END}\n\nafter\n"
+        f"# Benchmarks\n\n## 100,000 connections\n\nprose\n\n{capacity_table.DOCS_BEGIN}\nold\n"
+        f"{capacity_table.DOCS_END}\n\nafter\n"
     )
-    capacity.write_docs(result(), page)
+    capacity_table.write_docs(result(), page)
     text = page.read_text()
     assert text.startswith("# Benchmarks\n\n## 100,000 connections\n\nprose\n\n")
-    assert text.endswith(f"{capacity.DOCS_END}\n\nafter\n")
+    assert text.endswith(f"{capacity_table.DOCS_END}\n\nafter\n")
     assert "old" not in text
     assert "| server + NGINX | 3.50 GiB (36.7 KiB per connection) |" in text
     assert "2,500 new WebSockets/s" in text
-    assert text.count(capacity.DOCS_BEGIN) == 1
+    assert text.count(capacity_table.DOCS_BEGIN) == 1
 
 
 def test_docs_table_is_appended_once_and_skipped_for_a_run_that_stopped(tmp_path: Path):
@@ -137,13 +137,13 @@ def test_docs_table_is_appended_once_and_skipped_for_a_run_that_stopped(tmp_path
     page = tmp_path / "benchmarks.md"
     page.write_text("# Benchmarks\n")
     stopped = {k: v for k, v in result().items() if k not in ("held", "memory")}
-    capacity.write_docs(stopped, page)
+    capacity_table.write_docs(stopped, page)
     assert page.read_text() == "# Benchmarks\n"
-    capacity.write_docs(result(), page)
-    capacity.write_docs(result(), page)
+    capacity_table.write_docs(result(), page)
+    capacity_table.write_docs(result(), page)
     text = page.read_text()
     assert text.count("## 100,000 connections") == 1
-    assert text.count(capacity.DOCS_BEGIN) == 1
+    assert text.count(capacity_table.DOCS_BEGIN) == 1
 
 
 async def test_status_counts_connections_silent_to_the_heartbeat_since_the_mark():
