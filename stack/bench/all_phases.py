@@ -34,8 +34,8 @@ from stack.bench import (
     targets_met,
     throughput,
 )
+from stack.bench.bench_settings import Settings
 from stack.bench.loadgen import raise_fd_limit
-from stack.bench.settings import Settings
 from stack.bench.setups import (
     LATENCY_RUNS,
     NGINX_BENCH_ENV,

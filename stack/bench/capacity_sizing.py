@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 
 from stack import compose_file
-from stack.bench.settings import Settings
+from stack.bench.bench_settings import Settings
 from stack.bench.setups import Setup
 
 # Room per idle connection when the capacity run raises memory limits: measured here at

@@ -9,8 +9,8 @@ from typing import Any
 
 from stack.bench import bench_report, resource_usage, stacks
 from stack.bench.bench_report import percentile
+from stack.bench.bench_settings import Settings
 from stack.bench.loadgen import ClientPool, split
-from stack.bench.settings import Settings
 from stack.bench.setups import Run, Setup
 from stack.bench.stacks import Session
 from stack.containers import Service

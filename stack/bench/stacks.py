@@ -20,8 +20,8 @@ from rich.progress import Progress
 
 from stack import compose_file, images, prometheus
 from stack.bench import baseline
+from stack.bench.bench_settings import Settings
 from stack.bench.loadgen import Target
-from stack.bench.settings import Settings
 from stack.bench.setups import NGINX_BENCH_ENV, SERVER_BENCH_ENV, Setup
 from stack.containers import Service
 from stack.docker_client import client

@@ -26,8 +26,8 @@ from rich.table import Table
 from stack import swarm
 from stack.bench import capacity, resource_usage, throughput
 from stack.bench.all_phases import REPORTS, ROOT
+from stack.bench.bench_settings import Settings
 from stack.bench.loadgen import ClientPool, Target, raise_fd_limit, split
-from stack.bench.settings import Settings
 from stack.bench.setups import NGINX_BENCH_ENV, SERVER_BENCH_ENV, Run
 from stack.bench.stacks import Session
 from stack.gateway import NGINX_PORT

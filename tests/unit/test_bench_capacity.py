@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from stack.bench import capacity_sizing, capacity_table
+from stack.bench.bench_settings import Settings
 from stack.bench.loadgen import _Worker
-from stack.bench.settings import Settings
 
 from .helpers import running_gateway, units, wait_until
 
