@@ -18,10 +18,11 @@ reading *before* it takes another byte, and resumes when echoes drain and grants
 So a connection that never reads its echoes stops at what it was granted, and a healthy
 client that sends small messages never waits: its share is its own.
 
-Strangers (connections whose peers have not shown that they read their echoes) read beyond
-their share only GROWING at a time. Each read takes at most ``read_size``, so however many
-strangers send large messages at once, they cost one turn of the event loop a bounded
-amount of work, and the other clients' round trips stay short.
+Strangers (connections whose peers have not shown that they read their echoes) that hold
+more than small messages (WRITE_ROOM) read on only GROWING at a time. Each read takes at
+most ``read_size``, so however many strangers send large messages at once, they cost one
+turn of the event loop a bounded amount of work, and the other clients' round trips stay
+short.
 
 Worst case, by construction: ``max(budget, base + connections x floor)``. The budget holds
 unless the floors of the connections alone exceed it (too many connections for it).
@@ -39,11 +40,12 @@ GRANT_STEP = 64 * KiB  # grants are rounded up to this, so a growing frame asks 
 # Process memory the budget does not see as connections: log and metric buffers, the
 # allocator's slack. Counted with the base, once.
 HEADROOM = 8 * 2**20
-# Connections whose peers have not shown they read their echoes that may read a message
-# beyond their share at once. Each reads at most ``read_size`` per turn of the event loop,
-# so this bounds what strangers' large messages cost a turn, and so every other client's
-# latency, however many they are.
+# Connections whose peers have not shown they read their echoes that may read on at once
+# while holding more than WRITE_ROOM (a large message). Each reads at most ``read_size``
+# per turn of the event loop, so this bounds what strangers' large messages cost a turn,
+# and so every other client's latency, however many they are.
 GROWING = 16
+MEMORY, TURN = "memory", "turn"  # what a waiting connection waits for
 # A stranger that has not read for this long (s) gives its place up: one that sends half a
 # frame and stops cannot keep the others from their turn.
 GROWING_IDLE = 0.5
@@ -108,18 +110,14 @@ class MemoryBudget:
         self.growing.pop(connection, None)
 
     def after_read(self, connection: Reader, now: float) -> None:
-        """Reserve the connection's next read, or stop it from reading until there is room."""
+        """Reserve the connection's next read, or stop it from reading until there is room
+        (or, for a stranger, its turn)."""
         if connection in self.growing:
             if connection.receiving():
                 self.growing[connection] = now
             else:
                 del self.growing[connection]
-        extra = self.shortfall(connection)
-        if extra <= 0:
-            return
-        if extra <= self.free and self._may_grow(connection, now):
-            self._set_grant(connection, connection.granted + extra)
-        elif connection not in self.waiting:
+        if self._admit(connection, now) and connection not in self.waiting:
             self.waiting[connection] = now
             connection.hold_reading_for_memory()
 
@@ -133,18 +131,16 @@ class MemoryBudget:
         arrival, so that a large need is not passed over for ever by small ones.
         """
         for connection in list(self.holders):
-            self._set_grant(connection, self._need(connection))
+            self._set_grant(connection, self._need(connection, connection.held_bytes()))
         for connection, last_read in list(self.growing.items()):
             if not connection.receiving() or now - last_read >= GROWING_IDLE:
                 del self.growing[connection]
         for connection in sorted(self.waiting, key=lambda c: not c.reads_echoes):
-            extra = self.shortfall(connection)
-            if extra > self.free:
+            refused = self._admit(connection, now)
+            if refused == MEMORY:
                 break
-            if extra > 0:
-                if not self._may_grow(connection, now):
-                    continue
-                self._set_grant(connection, connection.granted + extra)
+            if refused == TURN:
+                continue
             del self.waiting[connection]
             connection.release_reading_for_memory()
 
@@ -158,23 +154,31 @@ class MemoryBudget:
                 return connection
         return None
 
-    def _may_grow(self, connection: Reader, now: float) -> bool:
-        """Whether the connection may read beyond its share now (taking a place among the
-        GROWING strangers if it needs one)."""
-        if connection.reads_echoes or connection in self.growing:
-            return True
-        if len(self.growing) >= GROWING:
-            return False
-        self.growing[connection] = now
-        return True
+    def _admit(self, connection: Reader, now: float) -> str | None:
+        """Let the connection read once more: grant what that needs, and a stranger beyond
+        its room a place among the GROWING. None if it may; else what it waits for
+        (MEMORY or TURN)."""
+        held = connection.held_bytes()
+        extra = self._need(connection, held) - connection.granted
+        if extra > 0 and extra > self.free:
+            return MEMORY
+        strange = not connection.reads_echoes and connection not in self.growing
+        if strange and held > WRITE_ROOM:  # more than small messages: a large one
+            if len(self.growing) >= GROWING:
+                return TURN
+            self.growing[connection] = now
+        if extra > 0:
+            self._set_grant(connection, connection.granted + extra)
+        return None
 
     def shortfall(self, connection: Reader) -> int:
         """Bytes the connection must be granted before it may read once more."""
-        return self._need(connection) - connection.granted
+        return self._need(connection, connection.held_bytes()) - connection.granted
 
-    def _need(self, connection: Reader) -> int:
-        """Bytes beyond its share the connection needs to read once more, rounded up."""
-        beyond = connection.held_bytes() + connection.read_size - connection.share
+    def _need(self, connection: Reader, held: int) -> int:
+        """Bytes beyond its share the connection, holding ``held``, needs to read once more,
+        rounded up."""
+        beyond = held + connection.read_size - connection.share
         return GRANT_STEP * math.ceil(max(0, beyond) / GRANT_STEP)
 
     def _set_grant(self, connection: Reader, grant: int) -> None:

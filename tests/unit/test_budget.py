@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from server.budget import GRANT_STEP, GROWING, GROWING_IDLE, MemoryBudget, connection_sizes
+from server.budget import (
+    GRANT_STEP,
+    GROWING,
+    GROWING_IDLE,
+    WRITE_ROOM,
+    MemoryBudget,
+    connection_sizes,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -135,3 +142,18 @@ def test_a_stranger_that_stops_sending_gives_its_place_up():
     assert not waiting.reading
     budget.rebalance(now=GROWING_IDLE)
     assert waiting.reading and waiting in budget.growing
+
+
+def test_a_stranger_holding_more_than_small_messages_waits_its_turn_within_its_share():
+    """Within its share a stranger needs no grant, but once it holds more than WRITE_ROOM
+    it reads on only in its turn; a peer that reads its echoes never waits for one."""
+    budget = MemoryBudget(limit=1024 * 1024 * KIB)
+    busy = [Reader(held=500 * KIB) for _ in range(GROWING)]
+    small, large = Reader(held=WRITE_ROOM), Reader(held=WRITE_ROOM + 1)
+    known = Reader(held=WRITE_ROOM + 1)
+    known.reads_echoes = True
+    for reader in [*busy, small, large, known]:
+        budget.accepted(reader)
+        budget.after_read(reader, now=0.0)
+    assert small.reading and known.reading and not large.reading
+    assert large.granted == 0 and budget.waiting == {large: 0.0}
