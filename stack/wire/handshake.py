@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import socket
 from collections.abc import Mapping
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -68,3 +69,18 @@ def check_response(head: bytes, key: bytes) -> int:
     if headers.get(b"sec-websocket-accept") != accept_for(key):
         raise HandshakeError(status, "with a wrong Sec-WebSocket-Accept")
     return status
+
+
+def answer_head(address: tuple[str, int], request: bytes, timeout: float) -> bytes:
+    """Send ``request`` (bytes as they are, valid or not) on a new TCP connection; what
+    comes back up to the end of a response head, or all of it if the peer closes first
+    (b"" when it closes without answering)."""
+    with socket.create_connection(address, timeout=timeout) as sock:
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        return answer

@@ -3,10 +3,9 @@ reaches the machine); with SERVER_NAMES as an allow-list, others get UNKNOWN_HOS
 
 from __future__ import annotations
 
-import socket
-
 from stack import compose_file
 from stack.waits import seconds
+from stack.wire.handshake import answer_head
 
 
 def exchange(host: str, port: int, host_header: str) -> bytes:
@@ -18,15 +17,7 @@ def exchange(host: str, port: int, host_header: str) -> bytes:
         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
-    with socket.create_connection((host, port), timeout=seconds(10)) as sock:
-        sock.sendall(request.encode())
-        answer = b""
-        while b"\r\n\r\n" not in answer:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
-        return answer
+    return answer_head((host, port), request.encode(), seconds(10))
 
 
 def test_the_default_serves_any_host(make_stack) -> None:

@@ -5,11 +5,11 @@ least 60 s in the configuration NGINX runs with the shipped defaults."""
 from __future__ import annotations
 
 import re
-import socket
 import urllib.error
 import urllib.request
 
 from stack.waits import seconds
+from stack.wire.handshake import answer_head
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -34,15 +34,7 @@ def get(url: str) -> tuple[int, dict[str, str], bytes]:
 
 def raw_answer(stack, request: bytes) -> bytes:
     """Send ``request`` to NGINX's published port; its answer's head, or b"" if it closed."""
-    with socket.create_connection((stack.host, stack.port), timeout=seconds(10)) as sock:
-        sock.sendall(request)
-        answer = b""
-        while b"\r\n\r\n" not in answer:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
-        return answer
+    return answer_head((stack.host, stack.port), request, seconds(10))
 
 
 def running_configuration(stack) -> str:

@@ -13,11 +13,15 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosedError
 
 from server.app import Gateway
 from server.config import Config
@@ -213,6 +217,34 @@ def server_command() -> list[str]:
 def server_env(**env: str) -> dict[str, str]:
     base = {k: v for k, v in subprocess_env().items() if not k.startswith(("WS_", "LOG_"))}
     return {**base, "WS_HOST": "127.0.0.1", "WS_PORT": "0", "PYTHONUNBUFFERED": "1", **env}
+
+
+def run_server_command(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m server ARGS`` to its end (``--help``, a bad argument), with its output."""
+    return subprocess.run(
+        [*server_command(), *args],
+        cwd=ROOT,
+        env=server_env(),
+        capture_output=True,
+        text=True,
+        timeout=units(20),
+        check=False,
+    )
+
+
+async def flood_until_closed(
+    ws: Any, count: int = 50
+) -> tuple[list[str | bytes], ConnectionClosedError]:
+    """Send ``count`` messages at once, then read echoes until the server closes the
+    connection: what was echoed, and how it was closed."""
+    for i in range(count):
+        await ws.send(f"m{i}")
+    echoed: list[str | bytes] = []
+    with pytest.raises(ConnectionClosedError) as raised:
+        async with asyncio.timeout(units(5)):
+            while True:
+                echoed.append(await ws.recv())
+    return echoed, raised.value
 
 
 class ServerProcess:

@@ -22,7 +22,9 @@ from .helpers import (
     Flood,
     RawClient,
     ServerProcess,
+    flood_until_closed,
     http_request,
+    run_server_command,
     running_gateway,
     server_command,
     server_connection,
@@ -131,14 +133,8 @@ async def test_rate_limit_applies_to_what_the_handler_receives(log_events: LogEv
         ) as gw,
         connect(gw.url) as ws,
     ):
-        for i in range(50):
-            await ws.send(f"m{i}")
-        echoed = []
-        with pytest.raises(ConnectionClosedError) as raised:
-            async with asyncio.timeout(units(5)):
-                while True:
-                    echoed.append(await ws.recv())
-        assert raised.value.rcvd is not None and raised.value.rcvd.code == 1008
+        echoed, closed_by = await flood_until_closed(ws)
+        assert closed_by.rcvd is not None and closed_by.rcvd.code == 1008
         assert 1 <= len(echoed) < 50
     closed = log_events.one("connection_closed", code=1008)
     assert closed["drop_reason"] == "rate_limited"
@@ -246,15 +242,7 @@ def test_python_m_server_with_a_broken_handler_exits_2_with_one_line():
 
 def test_help_lists_every_setting_with_its_default_and_exits_0():
     """`python -m server --help` prints each variable with its default, binds nothing."""
-    result = subprocess.run(
-        [*server_command(), "--help"],
-        cwd=ROOT,
-        env=server_env(),
-        capture_output=True,
-        text=True,
-        timeout=units(20),
-        check=False,
-    )
+    result = run_server_command("--help")
     assert result.returncode == 0, result.stderr
     for variable in SETTINGS:
         assert f"\n  {variable}=" in result.stdout, variable
@@ -278,15 +266,7 @@ def test_help_names_exactly_the_variables_the_configuration_reads():
 
 def test_an_unknown_argument_exits_2():
     """Settings are environment variables: any argument but --help is a usage error."""
-    result = subprocess.run(
-        [*server_command(), "--port", "80"],
-        cwd=ROOT,
-        env=server_env(),
-        capture_output=True,
-        text=True,
-        timeout=units(20),
-        check=False,
-    )
+    result = run_server_command("--port", "80")
     assert result.returncode == 2
     assert result.stderr.startswith("usage error: unknown argument '--port'")
 
