@@ -37,6 +37,12 @@ from .http import HttpEndpoints
 from .logs import log_event, message_logger
 from .metrics import Metrics
 
+# Handshakes waiting to be accepted, as NGINX's listen (``backlog=4096``). asyncio's default
+# is 100: a burst of reconnects (every client after a restart, a ramp through NGINX, which
+# spreads its connects over the replicas) overflowed it, and each dropped SYN cost its
+# client a retransmission 1 s later. The kernel caps it at net.core.somaxconn.
+LISTEN_BACKLOG = 4096
+
 
 class Gateway:
     """One echo server: a websockets ``Server`` plus metrics, admission and graceful shutdown."""
@@ -99,6 +105,7 @@ class Gateway:
             close_timeout=config.close_timeout,
             open_timeout=config.open_timeout,
             server_header=f"websocket-gateway websockets/{websockets.__version__}",
+            backlog=LISTEN_BACKLOG,
             **extra,
         )
         self._address = self.server.sockets[0].getsockname()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import socket
+import threading
 
 import pytest
 from websockets.asyncio.client import connect
@@ -159,6 +161,34 @@ async def test_hundred_concurrent_clients_get_every_byte_back(gateway: Gateway):
     assert m.connections_total == 100
     sent_bytes = sum(len(x.encode()) if isinstance(x, str) else len(x) for p in plans for x in p)
     assert m.text.bytes_in + m.binary.bytes_in == sent_bytes
+
+
+async def test_a_burst_of_connections_waits_in_the_listen_queue(gateway: Gateway):
+    """While the event loop is busy, 300 new connections complete their TCP handshake in
+    the kernel's listen queue (LISTEN_BACKLOG) and are accepted once it runs again. With
+    asyncio's default backlog of 100 the rest had their SYNs dropped: each connect waited
+    for a retransmission 1 s later (a ramp through NGINX lost a quarter of its handshakes
+    to that)."""
+    loop = asyncio.get_running_loop()
+    queued = threading.Event()
+
+    def connect_all() -> list[socket.socket]:
+        sockets: list[socket.socket] = []
+        try:
+            for _ in range(300):  # each within less than a SYN retransmission
+                sockets.append(socket.create_connection(("127.0.0.1", gateway.port), 0.5))
+        finally:
+            queued.set()
+        return sockets
+
+    connecting = loop.run_in_executor(None, connect_all)
+    assert queued.wait(units(10))  # blocks the loop: nothing is accepted meanwhile
+    sockets = await connecting
+    try:
+        await wait_until(lambda: len(gateway.sockets) == 300, what="all 300 accepted")
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 async def test_pipelined_messages_are_echoed_in_order(gateway: Gateway):
