@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import os
+import select
 
 import pytest
 
 from server.logs import (
+    LOG_WRITE_BYTES,
     JsonFormatter,
+    LineWriter,
     TextFormatter,
     configure_logging,
     log_event,
@@ -18,6 +23,8 @@ from server.logs import (
 )
 from server.metrics import SIZE_BUCKETS, Metrics
 from stack import prometheus
+
+from .helpers import units, wait_until
 
 pytestmark = pytest.mark.unit
 
@@ -165,6 +172,28 @@ def test_message_line_is_the_formatters_line_and_cannot_be_forged(log_format):
         assert json.loads(fast)["preview"] == preview(FORGERY)
     else:
         assert fast.split(" ", 1)[1] == slow.split(" ", 1)[1]
+
+
+async def test_lines_of_many_loop_turns_are_written_together():
+    """Lines logged over several loop turns wait for each other (LOG_FLUSH_INTERVAL) and
+    reach the pipe in one write, in order; past LOG_WRITE_BYTES they go at once."""
+    read_fd, write_fd = os.pipe()
+    writer = LineWriter(os.fdopen(write_fd, "w"), JsonFormatter())
+    try:
+        for n in range(3):
+            writer.line(json.dumps({"n": n}))
+            await asyncio.sleep(0)  # the next loop turn
+        assert not select.select([read_fd], [], [], 0)[0], "nothing written after 3 turns"
+        await wait_until(lambda: select.select([read_fd], [], [], 0)[0], units(2), "a write")
+        assert [json.loads(x)["n"] for x in os.read(read_fd, 1 << 16).splitlines()] == [0, 1, 2]
+
+        big = "x" * (LOG_WRITE_BYTES // 4)
+        for _ in range(4):
+            writer.line(json.dumps({"big": big}))
+        assert select.select([read_fd], [], [], 0)[0], "a pipe's worth is written at once"
+    finally:
+        writer.flush(timeout=0)
+        os.close(read_fd)
 
 
 def test_metrics_render_is_valid_exposition():
