@@ -84,9 +84,19 @@ def setup_for(settings: Settings) -> Setup:
             "WS_RATE_LIMIT": f"{RAMP_RATE_PER_ADDRESS}r/s",
             "WS_RATE_BURST": str(RAMP_RATE_PER_ADDRESS),
             "WS_CONN_LIMIT_PER_IP": str(min(65535, 2 * PER_PAIR)),
+            "PROXY_READ_TIMEOUT": f"{read_timeout_for(ping_interval)}s",
         },
         replicas=replicas,
     )
+
+
+def read_timeout_for(ping_interval: float) -> int:
+    """PROXY_READ_TIMEOUT (seconds) for ``ping_interval``: NGINX closes a tunnel the server
+    leaves silent that long, and an idle tunnel's server speaks only to ping, up to a sweep
+    tick (a quarter of the interval or of WS_PING_TIMEOUT) late. Twice that, at least the
+    compose default of 60 s: a longer ``--ping-interval`` must not be cut by NGINX first."""
+    timeout = float(compose_file.environment("server")["WS_PING_TIMEOUT"])
+    return max(60, math.ceil(2 * (ping_interval + min(ping_interval, timeout) / 4)))
 
 
 def ping_interval_for(settings: Settings) -> float:
