@@ -220,8 +220,13 @@ def test_broadcast_room_example_through_nginx(make_stack) -> None:
         assert alice.recv(timeout=seconds(5)) == "hello bob ✓"
         bob.send(b"\x00\xffbinary")
         assert alice.recv(timeout=seconds(5)) == b"\x00\xffbinary"
-    logs = private.server.logs()
-    assert '"event":"connection_open"' in logs and '"message_received"' in logs
+    # Log lines reach `docker logs` a moment later (written together, up to 50 ms apart).
+    until(
+        private.server.events,
+        "the room's connections and messages in the server log",
+        10,
+        accept=lambda es: {"connection_open", "message_received"} <= {e["event"] for e in es},
+    )
 
 
 def test_broadcast_room_image_from_the_server_image_through_nginx(make_stack, gateway_images):

@@ -19,6 +19,7 @@ from stack.compose_file import COMPOSE_FILE, HOST_NETWORK_FILE
 from stack.docker_client import client
 from stack.harness_config import subprocess_env
 from stack.ports import free_port
+from stack.waits import until
 
 pytestmark = pytest.mark.e2e
 
@@ -138,10 +139,17 @@ def test_host_network_override_echoes_without_docker_proxy(compose_project) -> N
     with connect(f"ws://{host}:{port}/ws", open_timeout=10) as ws:
         ws.send(payload)
         assert ws.recv(timeout=10) == payload
-    logs = client().containers.get(f"{name}-server-1").logs().decode()
-    events = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
-    opened = [e for e in events if e["event"] == "connection_open"]
-    assert [e["client"] for e in opened] == [own_address(host)]
+    server = client().containers.get(f"{name}-server-1")
+
+    def opened() -> list[dict]:
+        logs = server.logs().decode()
+        events = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+        return [e for e in events if e["event"] == "connection_open"]
+
+    # Log lines reach `docker logs` a moment later (written together, up to 50 ms apart).
+    assert [e["client"] for e in until(opened, "connection_open in the server log", 10)] == [
+        own_address(host)
+    ]
     # On the host's network every address is the host's: NGINX listens where GATEWAY_BIND
     # says, and its status listener on loopback only.
     sockets = listening(nginx)
