@@ -12,6 +12,7 @@ import struct
 import pytest
 from websockets.asyncio.client import connect
 
+from stack.waits import ConditionTimeout
 from stack.wire.handshake import new_key, request
 
 from .helpers import (
@@ -209,14 +210,21 @@ async def test_a_client_that_reads_its_echoes_gets_room_from_stuck_ones():
             large = os.urandom(MIB)
             await healthy.send(large)
             assert await asyncio.wait_for(healthy.recv(), units(15)) == large
+
+        def made_room() -> list[dict]:
+            return [e for e in server.events("memory_budget_exceeded") if e["why"] == "starving"]
+
+        def shed() -> list[dict]:
+            closed = server.events("connection_closed")
+            return [e for e in closed if e.get("drop_reason") == "memory_budget"]
+
+        # Log lines are written up to 50 ms after their event: read them before the kill.
+        with contextlib.suppress(ConditionTimeout):  # then the asserts below say what is missing
+            await wait_until(lambda: made_room() and shed(), units(5), "the shed's log lines")
     finally:
         for raw in senders:
             raw.pump.cancel()  # type: ignore[attr-defined]
             raw.abort()
         await server.kill()
-    made_room = [e for e in server.events("memory_budget_exceeded") if e["why"] == "starving"]
-    assert made_room, "the large message got through without anyone closed for it"
-    shed = [
-        e for e in server.events("connection_closed") if e.get("drop_reason") == "memory_budget"
-    ]
-    assert shed and all(e["code"] == 1013 for e in shed)
+    assert made_room(), "the large message got through without anyone closed for it"
+    assert shed() and all(e["code"] == 1013 for e in shed())
