@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 from stack import prometheus
 from stack.gateway import GatewayStack, StackOptions
 from stack.scenarios.logbook import Report
-from stack.waits import ConditionTimeout, holds, seconds, until_async
+from stack.waits import ConditionTimeout, holds, seconds, until, until_async
 
 T = TypeVar("T")
 
@@ -135,8 +136,28 @@ class Context:
     async def server_events(
         self, stack: GatewayStack | None = None, event: str | None = None
     ) -> list[dict[str, Any]]:
-        """The server's JSON log lines, optionally only those of one ``event``."""
-        return await self.blocking((stack or self.stack).server.events, event)
+        """The server's JSON log lines up to now, optionally only those of one ``event``.
+
+        The server writes its lines together, up to 50 ms after their events, so a read of
+        its log right after something happened can miss it. First a request the server
+        logs (a 404 for a path of this read's own), then the log is read until that line
+        is in it: a process writes its lines in order, so all it logged before are there
+        too. A server that no longer answers has stopped: it wrote its lines as it exited.
+        """
+        target = stack or self.stack
+        marker = f"/log-read-{uuid.uuid4().hex[:12]}"
+        try:
+            await self.blocking(target.server_get, marker)
+        except OSError:
+            return await self.blocking(target.server.events, event)
+        logged = await self.blocking(
+            until,
+            target.server.events,
+            "the server's log up to now",
+            10,
+            lambda events: any(e.get("path") == marker for e in events),
+        )
+        return [e for e in logged if event is None or e.get("event") == event]
 
 
 def _metrics_text(stack: GatewayStack, inside: bool = False) -> str:
