@@ -37,7 +37,7 @@ LOG_BUFFER_BYTES = 1 << 20
 # Lines wait up to this long (seconds) to be written together: every write wakes the
 # reader, and Docker's log path (containerd-shim, then dockerd) costs about 0.3 ms of CPU per
 # write, whatever its size. Written one loop turn at a time, a ramp of 2,000 handshakes/s
-# spent a third of its CPU there. NGINX's buffered access_log has the same "flush=".
+# spent about 30 % of the machine's CPU there. NGINX's buffered access_log has its "flush=".
 LOG_FLUSH_INTERVAL = 0.05
 # ... or written at once when this much is queued (a pipe's default capacity: one write).
 LOG_WRITE_BYTES = 64 * 1024
@@ -179,11 +179,11 @@ class LineWriter(logging.Handler):
 
     In a running event loop, lines are written together by one ``os.write``
     LOG_FLUSH_INTERVAL after the first of them (sooner once LOG_WRITE_BYTES wait); elsewhere
-    (start-up, the supervisor) at once. A pipe
-    or socket is made non-blocking (``O_NONBLOCK``); when it is full, the rest waits until
-    it is writable again (``loop.add_writer``) and lines beyond ``limit`` bytes are dropped
-    and counted. A terminal is never made non-blocking (the flag would leak to the shell
-    sharing it) and a regular file does not need it: both are written with plain writes.
+    (start-up, the supervisor) at once. A pipe or socket is made non-blocking
+    (``O_NONBLOCK``); when it is full, the rest waits until it is writable again
+    (``loop.add_writer``) and lines beyond ``limit`` bytes are dropped and counted. A
+    terminal is never made non-blocking (the flag would leak to the shell sharing it) and a
+    regular file does not need it: both are written with plain writes.
     """
 
     def __init__(self, stream: TextIO, formatter: _Formatter, limit: int = LOG_BUFFER_BYTES):
