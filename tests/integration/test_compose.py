@@ -4,7 +4,6 @@ with docker-compose.host-network.yaml too."""
 from __future__ import annotations
 
 import ipaddress
-import json
 import socket
 import subprocess
 import uuid
@@ -16,6 +15,7 @@ from websockets.sync.client import connect
 
 from stack import compose_file, docker_host, images
 from stack.compose_file import COMPOSE_FILE, HOST_NETWORK_FILE
+from stack.containers import parse_json_lines
 from stack.docker_client import client
 from stack.harness_config import subprocess_env
 from stack.ports import free_port
@@ -142,9 +142,8 @@ def test_host_network_override_echoes_without_docker_proxy(compose_project) -> N
     server = client().containers.get(f"{name}-server-1")
 
     def opened() -> list[dict]:
-        logs = server.logs().decode()
-        events = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
-        return [e for e in events if e["event"] == "connection_open"]
+        events = parse_json_lines(server.logs().decode())
+        return [e for e in events if e.get("event") == "connection_open"]
 
     # Log lines reach `docker logs` a moment later (written together, up to 50 ms apart).
     assert [e["client"] for e in until(opened, "connection_open in the server log", 10)] == [
