@@ -39,6 +39,37 @@ def test_server_health_and_readiness_are_200_json(stack) -> None:
         assert isinstance(json.loads(body), dict)
 
 
+# Run inside the server container: listeners that answer the health check badly, made
+# before the check runs (nothing to wait for), then the check against each.
+_BAD_HEALTH = """
+import os, socket, subprocess, threading, time
+silent, wrong = socket.create_server(("127.0.0.1", 0)), socket.create_server(("127.0.0.1", 0))
+def answer():
+    peer, _ = wrong.accept()
+    peer.recv(4096)
+    peer.sendall(b"HTTP/1.1 503 Service Unavailable\\r\\nContent-Length: 0\\r\\n\\r\\n")
+threading.Thread(target=answer, daemon=True).start()
+for name, port in (("nothing", 1), ("silent", silent.getsockname()[1]),
+                   ("503", wrong.getsockname()[1])):
+    started = time.monotonic()
+    env = {**os.environ, "WS_PORT": str(port)}
+    code = subprocess.run(["/app/healthcheck.sh"], env=env, capture_output=True).returncode
+    print(name, code, round(time.monotonic() - started, 1))
+"""
+
+
+def test_server_health_check_passes_on_200_only(stack) -> None:
+    """The image's HEALTHCHECK script: 0 while /healthz answers 200; otherwise non-zero, and
+    within Docker's 3 s timeout also when a listener never answers."""
+    assert stack.server.exec(["/app/healthcheck.sh"]) == (0, "")
+    code, output = stack.server.exec(["python3", "-c", _BAD_HEALTH])
+    assert code == 0, output
+    results = {name: (int(rc), float(s)) for name, rc, s in map(str.split, output.splitlines())}
+    assert set(results) == {"nothing", "silent", "503"}, output
+    assert all(rc != 0 for rc, _ in results.values()), output
+    assert results["silent"][1] < 3.0, output
+
+
 def test_server_metrics_are_prometheus_text(stack) -> None:
     """/metrics is Prometheus text format with HELP and TYPE lines."""
     status, headers, body = stack.server_get("/metrics")
