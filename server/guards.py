@@ -60,39 +60,44 @@ class MemoryGuard:
            container's memory when it has a limit, else this process's resident memory),
            the largest holders that stopped reading are closed until SHED_TO is left.
         """
-        cgroup = memory_usage.limited_cgroup()
+        in_use = memory_usage.MemoryInUse(memory_usage.limited_cgroup())
         loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(MEMORY_CHECK_INTERVAL)
-            self.budget.rebalance(loop.time())
-            held = {c: c.held_bytes() for c in self.holding}
-            self.metrics.memory_held = sum(held.values())
-            self.metrics.memory_reserved = self.budget.floors + self.budget.granted
-            self.metrics.memory_waiting = len(self.budget.waiting)
-            if self._collect_garbage:
-                # Closed for being over the budget, the dropped connections are gone now:
-                # what their cycles (handler frames, exceptions) still hold goes at once
-                # rather than at some later collection. Not after a shed for a starving
-                # reader: a few connections' leftovers do not pay for a full collection's
-                # pause of every connection.
-                gc.collect()
-                self._collect_garbage = False
-            starving = self.budget.starving(loop.time(), STARVING_AFTER)
-            if isinstance(starving, GatewayConnection) and not starving.paused:
-                short = self.budget.shortfall(starving) - self.budget.free
-                self._shed(
-                    held, "starving", lambda shed, s=short: _reserved(shed) >= s, spare=starving
-                )
-            used = memory_usage.in_use(cgroup) or self.metrics.memory_held
-            self.metrics.memory_used = used
-            if used > self.config.memory_budget * SHED_AT:
-                excess = used - self.config.memory_budget * SHED_TO
-                self._shed(
-                    held,
-                    "over_budget",
-                    lambda shed, e=excess, h=held: sum(map(h.__getitem__, shed)) >= e,
-                    spare=None,
-                )
+        try:
+            while True:
+                await asyncio.sleep(MEMORY_CHECK_INTERVAL)
+                self.check(loop, in_use)
+        finally:
+            in_use.close()
+
+    def check(self, loop: asyncio.AbstractEventLoop, in_use: memory_usage.MemoryInUse) -> None:
+        """One look of :meth:`watch_memory`."""
+        self.budget.rebalance(loop.time())
+        held = {c: c.held_bytes() for c in self.holding}
+        self.metrics.memory_held = sum(held.values())
+        self.metrics.memory_reserved = self.budget.floors + self.budget.granted
+        self.metrics.memory_waiting = len(self.budget.waiting)
+        if self._collect_garbage:
+            # Closed for being over the budget, the dropped connections are gone now:
+            # what their cycles (handler frames, exceptions) still hold goes at once
+            # rather than at some later collection. Not after a shed for a starving
+            # reader: a few connections' leftovers do not pay for a full collection's
+            # pause of every connection.
+            gc.collect()
+            self._collect_garbage = False
+        starving = self.budget.starving(loop.time(), STARVING_AFTER)
+        if isinstance(starving, GatewayConnection) and not starving.paused:
+            short = self.budget.shortfall(starving) - self.budget.free
+            self._shed(held, "starving", lambda shed, s=short: _reserved(shed) >= s, spare=starving)
+        used = in_use.read() or self.metrics.memory_held
+        self.metrics.memory_used = used
+        if used > self.config.memory_budget * SHED_AT:
+            excess = used - self.config.memory_budget * SHED_TO
+            self._shed(
+                held,
+                "over_budget",
+                lambda shed, e=excess, h=held: sum(map(h.__getitem__, shed)) >= e,
+                spare=None,
+            )
 
     def _shed(
         self,

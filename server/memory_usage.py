@@ -2,7 +2,9 @@
 
 In a container with a memory limit, that is the container's cgroup: its usage without the
 page cache it may drop (what ``docker stats`` shows, and near what the OOM killer acts);
-elsewhere, this process's resident memory. Reading either is two small file reads.
+elsewhere, this process's resident memory. The guard reads it every few milliseconds, so
+:class:`MemoryInUse` keeps its files open and reads them with ``pread``: in a container,
+opening a file took about 45 us here, ten times what reading it takes.
 """
 
 from __future__ import annotations
@@ -64,20 +66,59 @@ def cgroup_limit(files: CgroupFiles | None) -> int | None:
     return int(text) if text and text.strip().isdigit() else None
 
 
+class MemoryInUse:
+    """The cgroup's usage less its droppable page cache, or this process's RSS without a
+    cgroup, read from files opened once. Open it in the process it measures: an open
+    ``/proc/self/statm`` stays the opener's."""
+
+    def __init__(self, files: CgroupFiles | None) -> None:
+        self.files = files
+        paths = (files.usage, files.stat) if files else ("/proc/self/statm",)
+        self._fds: list[int] = []
+        try:
+            for path in paths:
+                self._fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+        except OSError:
+            self.close()
+
+    def read(self) -> int | None:
+        """Bytes in use now; None when the files cannot be read."""
+        try:
+            texts = [_pread_all(fd) for fd in self._fds]
+        except OSError:
+            return None
+        if self.files is None:
+            return int(texts[0].split()[1]) * PAGE_SIZE if texts else None
+        if len(texts) != 2:
+            return None
+        usage, stat = texts
+        return int(usage) - _stat_field(stat, self.files.inactive_file)
+
+    def close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+
+
+def _stat_field(stat: bytes, name: str) -> int:
+    """The value of ``name`` in a memory.stat text (lines of "name value"); 0 if absent."""
+    line = b"\n" + name.encode() + b" "
+    start = (b"\n" + stat).find(line)
+    return 0 if start < 0 else int(stat[start + len(line) - 1 :].split(maxsplit=1)[0])
+
+
+def _pread_all(fd: int) -> bytes:
+    """The whole of a small file from its start (a kernel file: its size is not known)."""
+    chunks = []
+    while chunk := os.pread(fd, 65536, sum(map(len, chunks))):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def in_use(files: CgroupFiles | None) -> int | None:
-    """The cgroup's usage less its droppable page cache; this process's RSS without one."""
-    if files is None:
-        statm = _read("/proc/self/statm")
-        return int(statm.split()[1]) * PAGE_SIZE if statm else None
-    usage, stat = _read(files.usage), _read(files.stat)
-    if usage is None or stat is None:
-        return None
-    cache = next(
-        (
-            int(line.split()[1])
-            for line in stat.splitlines()
-            if line.startswith(files.inactive_file + " ")
-        ),
-        0,
-    )
-    return int(usage) - cache
+    """Bytes in use now, read once (see MemoryInUse)."""
+    reader = MemoryInUse(files)
+    try:
+        return reader.read()
+    finally:
+        reader.close()

@@ -48,3 +48,37 @@ def test_missing_files_are_skipped(tmp_path: Path) -> None:
     )
     files = cgroup(tmp_path, "268435456")
     assert memory_usage.limited_cgroup((absent, files)) == files
+
+
+def test_the_guard_reads_its_files_again_without_reopening_them(tmp_path: Path) -> None:
+    """MemoryInUse opens the files once; every read sees what they hold now, and takes the
+    line whose name is the key (v1's ``total_inactive_file``, not ``inactive_file``)."""
+    files = memory_usage.CgroupFiles(
+        str(tmp_path / "limit"),
+        str(tmp_path / "usage"),
+        str(tmp_path / "stat"),
+        "total_inactive_file",
+    )
+    Path(files.usage).write_text("500000000\n")
+    Path(files.stat).write_text("inactive_file 7\ntotal_inactive_file 100000000\ntotal_x 3\n")
+    reader = memory_usage.MemoryInUse(files)
+    try:
+        assert reader.read() == 400_000_000
+        Path(files.usage).write_text("600000000\n")  # the same inode, rewritten
+        Path(files.stat).write_text("total_inactive_file 0\n")
+        assert reader.read() == 600_000_000
+    finally:
+        reader.close()
+    assert reader.read() is None  # closed: nothing to read
+
+
+def test_a_process_without_a_cgroup_reads_its_own_resident_memory() -> None:
+    reader = memory_usage.MemoryInUse(None)
+    try:
+        first = reader.read()
+        assert first is not None and first > 1_000_000
+        grown = b"x" * (64 * 2**20)  # written: resident
+        assert reader.read() >= first + 60 * 2**20
+        del grown
+    finally:
+        reader.close()
