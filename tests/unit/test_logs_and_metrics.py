@@ -149,6 +149,34 @@ def test_configure_logging_and_log_event():
 
 
 @pytest.mark.parametrize("log_format", ["json", "text"])
+def test_an_event_written_directly_is_the_line_its_record_would_make(log_format, monkeypatch):
+    """log_event skips the LogRecord when the writer is the only handler: same line, key for
+    key (reserved keys in the fields still cannot overwrite), as the formatter's."""
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    app = logging.getLogger("server.app")
+    fields = {"conn": "ab12cd34", "code": 1000, "ok": None, "raw": FORGERY, "event": "x"}
+    try:
+        writer = configure_logging(log_format, "INFO", stream)
+        with monkeypatch.context() as no_records:
+            no_records.setattr(logging.Logger, "makeRecord", None)  # a record would fail
+            log_event(app, logging.WARNING, "connection_closed", **fields)
+        expected = writer.formatter.format(record("connection_closed", logging.WARNING, **fields))
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logging.getLogger("websockets").setLevel(logging.NOTSET)
+        logging.getLogger("asyncio").setLevel(logging.NOTSET)
+    (line,) = stream.getvalue().splitlines()
+    if log_format == "json":
+        assert json.loads(line) | {"ts": 0} == json.loads(expected) | {"ts": 0}
+        assert list(json.loads(line)) == list(json.loads(expected))
+    else:
+        assert line.split(" ", 1)[1] == expected.split(" ", 1)[1]
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
 def test_message_line_is_the_formatters_line_and_cannot_be_forged(log_format):
     """The per-message fast path writes what the formatter would, content escaped, one line."""
     stream = io.StringIO()
