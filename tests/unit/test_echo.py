@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import random
 import socket
 import threading
+import weakref
 
 import pytest
 from websockets.asyncio.client import connect
@@ -225,3 +227,28 @@ async def test_compression_off_by_default(gateway: Gateway):
     async with connect(gateway.url, compression="deflate") as ws:
         assert not ws.protocol.extensions
         assert_same("plain", await echo(ws, "plain"))
+
+
+async def test_a_closed_connection_is_freed_without_the_garbage_collector(gateway: Gateway):
+    """Once closed (by the client or by the server), nothing of a connection waits for a
+    full collection: with the collector off, every server-side connection object is freed
+    by its reference count as soon as its handler ends."""
+    gc.disable()
+    try:
+        clients = [await connect(gateway.url) for _ in range(20)]
+        await wait_until(lambda: len(gateway.connections) == 20)
+        refs = [weakref.ref(c) for c in gateway.connections]
+        for ws in clients:
+            assert await echo(ws, "freed") == "freed"
+        for ws in clients[:10]:
+            await ws.close()
+        await wait_until(lambda: len(gateway.connections) == 10)
+        for connection in list(gateway.connections):
+            connection.drop("test", 1001, "the server ends it")
+        del connection  # the loop's variable, not the server, would keep the last one
+        for ws in clients[10:]:
+            await ws.wait_closed()
+        await wait_until(lambda: not gateway.connections and not gateway.sockets)
+        await wait_until(lambda: all(ref() is None for ref in refs), what="connections freed")
+    finally:
+        gc.enable()
