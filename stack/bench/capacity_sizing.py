@@ -33,7 +33,10 @@ PER_PAIR = 12500  # connections per (source address, destination address:port)
 PER_SERVER = PER_PAIR  # per server container: NGINX reaches it from one address
 PER_SERVER_PROCESS = 15000  # connections per server process (20,000 descriptors)
 PER_NGINX_WORKER = 7500  # WebSockets per NGINX worker (two descriptors each)
-CLIENT_PROCESS = 12000  # connections per load generator process (20,000 descriptors)
+# Connections per load generator process: room in its 20,000 descriptors for its share of
+# the target and of the overflow past it. Fewer, fuller processes cost less CPU per
+# WebSocket (a 25,000 ramp of the 100,000 setup: 7 processes 2,370-2,540/s, 9 2,260-2,410/s).
+CLIENT_PROCESS = 16000
 CAP_ROOM = 1.05  # WS_MAX_CONNECTIONS: a server process's share of the target, plus 5 %
 # Handshakes in flight at once, over all client processes, as many independent clients
 # arriving at 2,000/s with a few hundred ms each would have. With 200, the 31 processes of
