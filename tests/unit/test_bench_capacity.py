@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +185,18 @@ async def test_status_counts_connections_silent_to_the_heartbeat_since_the_mark(
         status = await worker._status()
         assert (status["open"], status["lost"], status["unpinged"]) == (2, 1, 0)
         await worker._close(within=units(5))
+
+
+async def test_open_takes_each_connection_once_however_few_openers():
+    """'open' spreads ``count`` over its targets in turn with ``concurrency`` openers: each
+    connection is tried once, and each failure is counted by kind."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        closed_port = unused.getsockname()[1]  # bound, not listening: refused
+        async with running_gateway() as gateway:
+            worker = _Worker(conn=None, index=0, counters=[0.0] * 4)  # type: ignore[arg-type]
+            targets = [("127.0.0.1", gateway.port, "localhost"), ("127.0.0.1", closed_port, "x")]
+            opened = await worker._open(targets, count=7, concurrency=2)
+            assert (opened["opened"], opened["failed"], opened["open"]) == (4, 3, 4)
+            assert opened["errors"] == {f"ConnectionRefusedError errno {errno.ECONNREFUSED}": 3}
+            await worker._close(within=units(5))
