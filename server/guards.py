@@ -65,11 +65,11 @@ class MemoryGuard:
         try:
             while True:
                 await asyncio.sleep(MEMORY_CHECK_INTERVAL)
-                self.check(loop, in_use)
+                self._check(loop, in_use)
         finally:
             in_use.close()
 
-    def check(self, loop: asyncio.AbstractEventLoop, in_use: memory_usage.MemoryInUse) -> None:
+    def _check(self, loop: asyncio.AbstractEventLoop, in_use: memory_usage.MemoryInUse) -> None:
         """One look of :meth:`watch_memory`."""
         self.budget.rebalance(loop.time())
         held = {c: c.held_bytes() for c in self.holding}

@@ -60,8 +60,8 @@ def log_event(logger: logging.Logger, level: int, event: str, /, **fields: Any) 
     """
     if not logger.isEnabledFor(level):
         return
-    writer = _writer
-    if writer is not None and logging.root.handlers == [writer] and not logger.handlers:
+    writer = _sole_writer()
+    if writer is not None and not logger.handlers:
         name = logging.getLevelName(level)
         writer.line(writer.render(_line(_now_stamp(), name, logger.name, event, fields)))
     else:
@@ -338,6 +338,12 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 _writer: LineWriter | None = None
 
 
+def _sole_writer() -> LineWriter | None:
+    """:func:`configure_logging`'s writer when it is the only handler, so a line may be
+    written to it straight from its fields; None when records are owed to other handlers."""
+    return _writer if _writer is not None and logging.root.handlers == [_writer] else None
+
+
 def lines_dropped() -> int:
     """Log lines dropped in this process because the consumer did not keep up."""
     return _writer.dropped_total if _writer is not None else 0
@@ -356,8 +362,8 @@ def message_logger(logger: logging.Logger) -> Callable[..., None]:
     (what a ``LogRecord`` and ``Formatter`` would produce, about 4x cheaper); otherwise (tests
     with ``caplog``, embedding) through :func:`log_event`.
     """
-    writer = _writer
-    if writer is None or logging.getLogger().handlers != [writer]:
+    writer = _sole_writer()
+    if writer is None:
 
         def slow(event: str, conn: str, seq: int, kind: str, size: int, text: str) -> None:
             log_event(
