@@ -112,12 +112,14 @@ def program(
     env: dict[str, str] | None = None,
     image: str | None = None,
     modules: Sequence[ModuleType] = (),
+    **limits: Any,
 ) -> Helper:
     """Run the Python program ``path`` in a container on ``network`` (of ``stack``); don't wait.
 
     The program and the ``modules`` of this repository it imports (their packages'
     ``__init__.py`` too) are copied into PROGRAM_DIR before it starts, as echo_exchange.py
-    is: files a linter reads, not code in strings. ``image`` as for :func:`python`.
+    is: files a linter reads, not code in strings. ``image`` as for :func:`python`;
+    ``limits`` are docker-py ``containers.create`` keywords (``cpu_shares``, ...).
     """
     files = {f"{PROGRAM_DIR}/{path.name}": path}
     for module in modules:
@@ -127,7 +129,7 @@ def program(
             files[f"{PROGRAM_DIR}/{'/'.join(parts[:depth])}/__init__.py"] = Path(package.__file__)
         files[f"{PROGRAM_DIR}/{'/'.join(parts)}.py"] = Path(module.__file__)
     command = ["python3", "-u", f"{PROGRAM_DIR}/{path.name}"]
-    return _start(stack, network, name, image, env=env, command=command, files=files)
+    return _start(stack, network, name, image, env=env, command=command, files=files, **limits)
 
 
 def _start(

@@ -216,6 +216,11 @@ async def _attack(
         f" {FLOODERS} ping flooders, sending nothing yet"
     )
     helpers += await ctx.blocking(hostile_attackers.start, ctx.stack)
+    weights = await ctx.blocking(lambda: {h.inspect()["HostConfig"]["CpuShares"] for h in helpers})
+    ctx.figure(
+        "attackers' CPU weight (as if on machines of their own; Docker's default 1024)",
+        ", ".join(map(str, sorted(weights))),
+    )
     what = "every attacker has connected (or given up)"
     hostile_attackers.report_connected(
         ctx, await hostile_attackers.reported(ctx, helpers, "connected", what, PLACE_WITHIN + 10)
