@@ -34,9 +34,10 @@ HANDSHAKE, OPEN, CLOSED = 0, 1, 2
 class Stats:
     """Counters shared by every connection of one client process."""
 
-    __slots__ = ("bytes", "errors", "messages", "mismatches", "pings")
+    __slots__ = ("bytes", "errors", "messages", "mismatches", "open", "pings")
 
     def __init__(self) -> None:
+        self.open = 0  # connections open now (counted as they open and close, never summed)
         self.messages = 0
         self.bytes = 0
         self.mismatches = 0
@@ -94,7 +95,7 @@ class WsClient(asyncio.Protocol):
             self.opened.set_exception(HandshakeError(0, f"connection lost: {exc!r}"))
         elif self.state == OPEN and not self.closed_by_peer and (self.sending or self.outstanding):
             self.stats.error("connection lost while echoing")
-        self.state = CLOSED
+        self._closed()
         for waiter in self.waiters:
             if not waiter.done():
                 waiter.set_result(False)
@@ -124,10 +125,11 @@ class WsClient(asyncio.Protocol):
             self._fail_handshake(e)
             return
         self.state = OPEN
+        self.stats.open += 1
         self.opened.set_result(None)
 
     def _fail_handshake(self, error: HandshakeError) -> None:
-        self.state = CLOSED
+        self._closed()
         if not self.opened.done():
             self.opened.set_exception(error)
         self.transport.close()
@@ -210,12 +212,18 @@ class WsClient(asyncio.Protocol):
     def _answer_close(self, payload: bytes) -> None:
         if self.state == OPEN:
             self.transport.write(encode(OP_CLOSE, payload[:2], mask_key=self.mask))
-        self.state = CLOSED
+        self._closed()
         self.transport.close()
 
     def _abort(self) -> None:
-        self.state = CLOSED
+        self._closed()
         self.transport.abort()
+
+    def _closed(self) -> None:
+        """The one way out of OPEN (and out of the handshake, after it failed)."""
+        if self.state == OPEN:
+            self.stats.open -= 1
+        self.state = CLOSED
 
     # ---- what the load generator calls -----------------------------------------------------
     def set_message(self, payload: bytes | str) -> None:
@@ -253,7 +261,7 @@ class WsClient(asyncio.Protocol):
     def close(self, code: int = 1000) -> None:
         """Start the closing handshake (the server answers and closes TCP)."""
         if self.state == OPEN and self.transport is not None:
-            self.state = CLOSED
+            self._closed()
             self.transport.write(encode(OP_CLOSE, close_payload(code), mask_key=self.mask))
         elif self.transport is not None and not self.transport.is_closing():
             self.transport.close()

@@ -118,7 +118,7 @@ class _Worker:
         while True:
             counters[0] = stats.messages
             counters[1] = stats.bytes
-            counters[2] = sum(1 for c in self.clients if c.state == OPEN)
+            counters[2] = stats.open
             counters[3] = stats.pings
             await asyncio.sleep(0.25)
 

@@ -184,7 +184,9 @@ async def test_status_counts_connections_silent_to_the_heartbeat_since_the_mark(
         await wait_until(lambda: worker.clients[0].closed.done(), units(5), "one closed")
         status = await worker._status()
         assert (status["open"], status["lost"], status["unpinged"]) == (2, 1, 0)
+        assert worker.stats.open == 2  # what the progress display shows, counted as they go
         await worker._close(within=units(5))
+        assert worker.stats.open == 0
 
 
 async def test_open_takes_each_connection_once_however_few_openers():
