@@ -59,6 +59,11 @@ class Containers:
     def oom_kills(self) -> dict[str, int]:
         return {r: sum(resource_usage.oom_kills(c) for c in cids) for r, cids in self.ids.items()}
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far by each role, and by the whole machine ("machine")."""
+        used = {r: sum(resource_usage.cpu_seconds(c) for c in cids) for r, cids in self.ids.items()}
+        return {**used, "machine": resource_usage.host_busy_seconds()}
+
 
 def run(session: Session) -> dict[str, Any]:
     """Ramp idle connections through NGINX; hold them with heartbeats; memory per
@@ -231,6 +236,7 @@ def ramp(
         before = opened
         step = min(step_size, target - opened)
         t0 = time.monotonic()
+        cpu0 = containers.cpu_seconds()
         answers = pool.call(
             _open_commands(pool, targets, step, opened),
             timeout=300,
@@ -246,10 +252,15 @@ def ramp(
             # the slowest process's opening time: handshakes, not the bench's bookkeeping
             "open_seconds": max(r["seconds"] for r in answers),
         }
+        client_cpu = sum(r["cpu_seconds"] for r in answers)
         if failed:
             answers = _retry(pool, answers, targets, opened)
             record["retried_ok"] = sum(r["opened"] for r in answers)
+            client_cpu += sum(r["cpu_seconds"] for r in answers)
         record["seconds"] = time.monotonic() - t0
+        # What the step's handshakes (and the heartbeats meanwhile) cost each side.
+        cpu1 = containers.cpu_seconds()
+        record["cpu_seconds"] = {r: cpu1[r] - cpu0[r] for r in cpu1} | {"clients": client_cpu}
         opened = sum(r["open"] for r in answers)
         settled(lambda: sum(containers.memory().values()), f"capacity: memory at {opened:,}")
         mem = containers.memory()

@@ -54,6 +54,7 @@ def docs_section(result: dict[str, Any]) -> str:
             f"({result['reached'] / max(opening, 1e-9):,.0f} new WebSockets/s; fastest "
             f"step {fastest:,.0f}/s, last {last:,.0f}/s)",
         ),
+        ("CPU per new WebSocket", _cpu_per_websocket(result["steps"])),
         ("first limit above the target", beyond.get("first_limit", "not tried")),
         (
             "past the target",
@@ -74,6 +75,22 @@ def docs_section(result: dict[str, Any]) -> str:
         DOCS_END,
     ]
     return "\n".join(lines)
+
+
+def _cpu_per_websocket(steps: list[dict[str, Any]]) -> str:
+    """What the ramp's steps cost per connection opened, by side and for the machine."""
+    cpu: dict[str, float] = {}
+    for step in steps:
+        for side, seconds in step.get("cpu_seconds", {}).items():
+            cpu[side] = cpu.get(side, 0.0) + seconds
+    if not cpu:
+        return "not measured"
+    per = {side: 1e6 * seconds / max(1, steps[-1]["connections"]) for side, seconds in cpu.items()}
+    return (
+        f"server {per['server']:,.0f} us, NGINX {per['nginx']:,.0f} us, load generator "
+        f"{per['clients']:,.0f} us; the machine {per['machine']:,.0f} us (all cores, the "
+        "kernel's work too), during the ramp's steps, heartbeats included"
+    )
 
 
 def _kinds(counts: dict[str, int]) -> str:

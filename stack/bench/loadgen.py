@@ -178,11 +178,12 @@ class _Worker:
                 client.set_message(message)
                 opened.append(client)
 
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.process_time()
         await asyncio.gather(*(opener() for _ in range(min(concurrency, count))))
         self.clients.extend(opened)
         return {
             "seconds": time.monotonic() - started,
+            "cpu_seconds": time.process_time() - cpu,
             "opened": len(opened),
             "failed": count - len(opened),
             "errors": errors,

@@ -113,7 +113,11 @@ def test_nginx_outwaits_the_longest_silence_of_an_idle_tunnel(
 
 def result() -> dict[str, Any]:
     """A finished capacity run's result, as capacity.run records it."""
-    step = {"connections": 50000, "open_seconds": 20.0}
+    step = {
+        "connections": 50000,
+        "open_seconds": 20.0,
+        "cpu_seconds": {"server": 20.0, "nginx": 5.0, "clients": 9.0, "machine": 40.0},
+    }
     return {
         "setup": "gateway, 5 server container(s)",
         "target": 100000,
@@ -149,6 +153,9 @@ def test_docs_table_replaces_its_own_block_and_nothing_else(tmp_path: Path):
     assert "old" not in text
     assert "| server + NGINX | 3.50 GiB (36.7 KiB per connection) |" in text
     assert "2,500 new WebSockets/s" in text
+    # both steps' CPU over the 100,000 they opened
+    assert "| CPU per new WebSocket | server 400 us, NGINX 100 us, load generator 180 us; " in text
+    assert "the machine 800 us" in text
     assert text.count(capacity_table.DOCS_BEGIN) == 1
 
 
