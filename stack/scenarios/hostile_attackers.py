@@ -37,8 +37,9 @@ PER_IP_CAP = 100  # WS_CONN_LIMIT_PER_IP, NGINX's default, kept
 # here they share the gateway's two cores, and at the default weight their own Python loops
 # (pushing 1 MiB messages, pinging) took up to a quarter of the cores in the attack's first
 # second, which the healthy clients' round trips paid for (p99 121-214 ms in eight runs,
-# 33-63 ms in four with this weight). At this weight they get what the gateway leaves idle,
-# and still push as much: 341-466 MiB in all (299-311 MiB at the default).
+# 26-63 ms in eight with this weight, three of them in the full suite). At this weight they
+# get what the gateway leaves idle, and still push as much: 341-466 MiB in all (299-311 MiB
+# at the default).
 ATTACKER_CPU_SHARES = 64
 
 # Runs in each helper container: every attack at once, bounded in count and time.
